@@ -1,0 +1,165 @@
+"""Turning one raw list item into a `VideoRecord`, or saying precisely why it cannot be one.
+
+Pure functions, no I/O. Unknown enum values and extra keys pass through untouched; only
+values whose *type* is wrong (or an id/timestamp we cannot key or order by) make an item
+malformed. Every string, in the columns and in `raw`, has U+0000 and lone surrogates
+replaced by U+FFFD so the mirror is byte-for-byte the same on every backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_ID_LEN = 255
+MAX_TS = 253402300799  # 9999-12-31T23:59:59Z
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+class InvalidItem(ValueError):
+    """A list item that cannot be stored; `video_id` is set when the item had a usable id."""
+
+    def __init__(self, message: str, video_id: str | None = None) -> None:
+        super().__init__(message)
+        self.video_id = video_id
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRecord:
+    """One validated video job, ready for the store."""
+
+    id: str
+    status: str
+    progress: int | None
+    created_at: datetime
+    completed_at: datetime | None
+    expires_at: datetime | None
+    model: str | None
+    prompt: str | None
+    size: str | None
+    seconds: str | None
+    remixed_from_video_id: str | None
+    error_code: str | None
+    error_message: str | None
+    raw: dict[str, Any]
+    content_hash: str
+
+
+def clean_text(value: str) -> str:
+    """`value` with NUL and lone surrogates replaced by U+FFFD."""
+    if value.isascii():
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    return _BAD_CHARS.sub("\ufffd", value)
+
+
+def clean(value: Any) -> Any:
+    """A JSON value with every string (keys included) passed through `clean_text`."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN/Infinity: no SQL JSON type stores them
+    return value
+
+
+def content_hash(raw: dict[str, Any]) -> str:
+    """A stable 128-bit digest of the object, to tell changed rows from unchanged ones."""
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def utc(ts: int) -> datetime:
+    """Unix seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def parse_video(item: Any) -> VideoRecord:
+    """Validate one raw list item; raise `InvalidItem` with a one-line reason if malformed."""
+    if not isinstance(item, dict):
+        raise InvalidItem(f"item is a {type(item).__name__}, not an object")
+    raw = clean(item)
+    vid = raw.get("id")
+    if not isinstance(vid, str) or not vid.strip():
+        raise InvalidItem("item has no string id")
+    if len(vid) > MAX_ID_LEN or not vid.isprintable():
+        raise InvalidItem(f"item id is longer than {MAX_ID_LEN} or not printable")
+    status = raw.get("status")
+    if not isinstance(status, str) or not status:
+        raise InvalidItem("status is missing or not a string", vid)
+    created = _timestamp(raw, "created_at", vid, required=True)
+    assert created is not None
+    progress = raw.get("progress")
+    if progress is not None and (isinstance(progress, bool) or not isinstance(progress, int)):
+        if isinstance(progress, float) and progress.is_integer():
+            progress = int(progress)
+        else:
+            raise InvalidItem(f"progress is {type(progress).__name__}, not an integer", vid)
+    seconds = raw.get("seconds")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        seconds = str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+    error = raw.get("error")
+    if error is not None and not isinstance(error, dict):
+        raise InvalidItem(f"error is {type(error).__name__}, not an object", vid)
+    error_code = _text(error, "code", vid, "error.code") if error else None
+    error_message = _text(error, "message", vid, "error.message") if error else None
+    return VideoRecord(
+        id=vid,
+        status=_short(status, vid, "status") or status,
+        progress=progress,
+        created_at=utc(created),
+        completed_at=_dt(_timestamp(raw, "completed_at", vid)),
+        expires_at=_dt(_timestamp(raw, "expires_at", vid)),
+        model=_short(_text(raw, "model", vid), vid, "model"),
+        prompt=_text(raw, "prompt", vid),
+        size=_short(_text(raw, "size", vid), vid, "size"),
+        seconds=_short(_text({"seconds": seconds}, "seconds", vid), vid, "seconds"),
+        remixed_from_video_id=_short(
+            _text(raw, "remixed_from_video_id", vid), vid, "remixed_from_video_id"
+        ),
+        error_code=error_code,
+        error_message=error_message,
+        raw=raw,
+        content_hash=content_hash(raw),
+    )
+
+
+def _timestamp(raw: dict[str, Any], key: str, vid: str, *, required: bool = False) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise InvalidItem(f"{key} is missing", vid)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidItem(f"{key} is {type(value).__name__}, not a unix timestamp", vid)
+    if not 0 <= value <= MAX_TS or value != value:
+        raise InvalidItem(f"{key} {value!r} is out of range", vid)
+    return int(value)
+
+
+def _dt(ts: int | None) -> datetime | None:
+    return None if ts is None else utc(ts)
+
+
+def _text(raw: dict[str, Any], key: str, vid: str, label: str | None = None) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # e.g. an error code sent as a number: keep it, as text
+    raise InvalidItem(f"{label or key} is {type(value).__name__}, not a string", vid)
+
+
+def _short(value: str | None, vid: str, key: str) -> str | None:
+    if value is not None and len(value) > MAX_ID_LEN:
+        raise InvalidItem(f"{key} is longer than {MAX_ID_LEN} characters", vid)
+    return value
