@@ -1,0 +1,1 @@
+"""Alembic migrations of ingester (shipped in the wheel as `ingester.migrations`)."""
