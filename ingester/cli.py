@@ -1,0 +1,405 @@
+"""The `ingester` command: migrate, sync, backfill, run, status, demo.
+
+Only this module (and `daemon`) builds concrete objects and configures logging. Every
+`IngesterError` ends as one line on stderr and a non-zero exit code:
+
+    1  a pass failed (provider or data error)      4  the provider does not serve the Videos API
+    2  bad settings or input                        5  the source is busy (lease held elsewhere)
+    3  the provider refused the API key             6  the database failed or is not migrated
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from typing import Any
+
+import click
+
+from . import status as status_mod
+from .config import Settings, SourceSettings, load_settings
+from .database import make_engine, migrate, require_head, safe_url, schema_revision
+from .errors import (
+    AuthError,
+    ConfigError,
+    IngesterError,
+    LeaseBusyError,
+    NotServedError,
+    StoreError,
+)
+from .protocols import ErrorBuffer, RunCounts
+from .store import SqlStore
+from .sync import PassResult, Syncer
+
+log = logging.getLogger("ingester")
+
+EXIT_CODES: list[tuple[type[IngesterError], int]] = [
+    (ConfigError, 2),
+    (AuthError, 3),
+    (NotServedError, 4),
+    (LeaseBusyError, 5),
+    (StoreError, 6),
+]
+
+
+# --- logging -----------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def setup_logging(fmt: str, verbose: int, quiet: bool) -> None:
+    """Configure the root logger: one line per event on stdout (the journal reads it)."""
+    handler = logging.StreamHandler(sys.stdout)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO)
+    for noisy in ("urllib3", "alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+# --- the command group -------------------------------------------------------------------------
+
+
+class Context:
+    """What every subcommand gets: the settings and how to build objects from them."""
+
+    def __init__(self, flags: dict[str, Any], config_path: str | None) -> None:
+        self.flags = flags
+        self.config_path = config_path
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Settings, built on first use (so `--help` never needs a valid config)."""
+        if self._settings is None:
+            self._settings = load_settings(self.flags, config_path=self.config_path)
+        return self._settings
+
+    def store(self, *, check_head: bool = True) -> SqlStore:
+        """A store on the configured database, optionally checked to be at the migration head."""
+        engine = make_engine(self.settings.database_url)
+        if check_head:
+            require_head(engine)
+        return SqlStore(engine)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+class Group(click.Group):
+    """A click group that turns IngesterError into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IngesterError as exc:
+            code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
+            click.echo(f"ingester: error: {exc}", err=True)
+            ctx.exit(code)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="FILE", help="TOML settings file "
+              "[env: INGESTER_CONFIG].")  # fmt: skip
+@click.option("--database-url", metavar="URL", help="SQLAlchemy URL of the mirror "
+              "[env: INGESTER_DATABASE_URL; default: sqlite:///ingester.db].")  # fmt: skip
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format "
+              "[env: INGESTER_LOG_FORMAT; default: text].")  # fmt: skip
+@click.option("-v", "--verbose", count=True, help="More log detail (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="ingester")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    database_url: str | None,
+    log_format: str | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Keep a SQL mirror of a video provider's jobs (GET /videos), with an audit trail."""
+    flags = {"database_url": database_url, "log_format": log_format}
+    ctx.obj = Context(flags, config_path)
+    fmt = log_format or os.environ.get("INGESTER_LOG_FORMAT") or "text"
+    setup_logging(fmt if fmt in ("text", "json") else "text", verbose, quiet)
+
+
+source_option = click.option(
+    "--source", "source_name", metavar="NAME", help="Which configured source (needed when "
+    "the config has several)."
+)  # fmt: skip
+
+
+def owner_id() -> str:
+    """Who holds a lease: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def make_syncer(
+    source: SourceSettings,
+    store: SqlStore,
+    *,
+    lease_ttl_s: float,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_page: Callable[[RunCounts], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Syncer:
+    """Wire a client, an error buffer and a store into a Syncer for one source."""
+    from .api import VideosClient
+
+    errors = ErrorBuffer()
+    client = VideosClient(source, on_error=errors, sleep=sleep)
+    return Syncer(
+        source,
+        client,
+        store,
+        owner=owner_id(),
+        errors=errors,
+        lease_ttl_s=lease_ttl_s,
+        should_stop=should_stop,
+        on_page=on_page,
+    )
+
+
+def finish(result: PassResult) -> None:
+    """Print a one-line summary and exit non-zero unless the pass succeeded."""
+    c = result.counts
+    click.echo(
+        f"{result.kind} run {result.run_id}: {result.outcome}; {c.items} items in {c.pages} "
+        f"pages, {c.inserted} inserted, {c.updated} updated, {c.transitions} transitions, "
+        f"{c.requests} requests, {c.retries} retries, {c.errors} errors"
+        + (f", {result.marked_missing} marked missing" if result.marked_missing else "")
+        + f" ({result.elapsed_s:.1f}s)"
+    )
+    if result.outcome == "interrupted":
+        sys.exit(130)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+@cli.command("migrate")
+@click.option("--check", is_flag=True, help="Only report whether the schema is at the head.")
+@pass_ctx
+def migrate_cmd(obj: Context, check: bool) -> None:
+    """Create or upgrade the tables (Alembic) to the current schema."""
+    engine = make_engine(obj.settings.database_url)
+    current, head = schema_revision(engine)
+    if check:
+        click.echo(f"schema at {current or '(empty)'}; head is {head}")
+        if current != head:
+            sys.exit(6)
+        return
+    migrate(engine)
+    click.echo(f"{safe_url(engine)}: schema at {head} (was {current or 'empty'})")
+
+
+@cli.command("sync")
+@source_option
+@pass_ctx
+def sync_cmd(obj: Context, source_name: str | None) -> None:
+    """Run one incremental pass: new jobs, open jobs, and stale jobs by id."""
+    settings = obj.settings
+    source = settings.source(source_name)
+    syncer = make_syncer(source, obj.store(), lease_ttl_s=settings.lease_ttl_s)
+    with interrupt_as_stop(syncer):
+        finish(syncer.sync())
+
+
+def parse_day(value: str | None) -> datetime | None:
+    """A --since/--until value: a date (YYYY-MM-DD) or an ISO datetime; UTC unless given."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{value!r} is not a date (YYYY-MM-DD) or ISO datetime") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@cli.command("backfill")
+@source_option
+@click.option("--since", metavar="DATE", help="Only jobs created at or after this date (UTC).")
+@click.option("--until", metavar="DATE", help="Only jobs created before this date (UTC).")
+@click.option("--wait", "wait_s", type=float, default=0.0, metavar="SECONDS",
+              help="If the source is busy, wait up to this long for its lease.")  # fmt: skip
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: on when stderr is a terminal).")  # fmt: skip
+@pass_ctx
+def backfill_cmd(
+    obj: Context,
+    source_name: str | None,
+    since: str | None,
+    until: str | None,
+    wait_s: float,
+    progress: bool | None,
+) -> None:
+    """Scan the whole list (resumable) and mark jobs the provider no longer lists."""
+    lo, hi = parse_day(since), parse_day(until)
+    if lo and hi and lo >= hi:
+        raise ConfigError("--since must be before --until")
+    settings = obj.settings
+    source = settings.source(source_name)
+    store = obj.store()
+    with progress_reporter(progress) as on_page:
+        syncer = make_syncer(source, store, lease_ttl_s=settings.lease_ttl_s, on_page=on_page)
+        with interrupt_as_stop(syncer):
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    result = syncer.backfill(lo, hi)
+                    break
+                except LeaseBusyError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    finish(result)
+
+
+@cli.command("status")
+@source_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--runs", default=5, show_default=True, help="How many recent runs to show.")
+@click.option("--errors", default=10, show_default=True, help="How many recent errors to show.")
+@pass_ctx
+def status_cmd(
+    obj: Context, source_name: str | None, as_json: bool, runs: int, errors: int
+) -> None:
+    """Show the cursor, lease, recent runs, jobs by status and recent errors."""
+    report = status_mod.collect(obj.store().engine, source_name, runs=runs, errors=errors)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(status_mod.render(report))
+
+
+@cli.command("demo")
+@click.option("--jobs", default=300, show_default=True, help="Jobs in the simulated world.")
+@click.option("--passes", default=3, show_default=True, help="Sync passes to run.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between passes.")
+@pass_ctx
+def demo_cmd(obj: Context, jobs: int, passes: int, interval: float) -> None:
+    """Mirror the built-in simulator (loopback, no key, no network) and print the status."""
+    from .simulator import Simulator, World
+
+    world = World(seed=1)
+    now = time.time()
+    world.add_jobs(jobs - jobs // 10, created_at=now - 3 * 86400, spacing_s=60.0,
+                   queued_s=(0, 0), render_s=(0, 0))  # fmt: skip
+    world.add_jobs(jobs // 10, created_at=now - 5, spacing_s=0.5, queued_s=(1, 3),
+                   render_s=(2, 2 + interval * passes))  # fmt: skip
+    key = uuid.uuid4().hex
+    with Simulator(world, api_key=key) as sim:
+        from .config import Secret
+
+        source = SourceSettings(name="demo", base_url=sim.base_url, api_key=Secret(key))
+        engine = make_engine(obj.settings.database_url)
+        migrate(engine)
+        store = SqlStore(engine)
+        syncer = make_syncer(source, store, lease_ttl_s=obj.settings.lease_ttl_s)
+        for i in range(passes):
+            if i:
+                time.sleep(interval)
+            finish(syncer.sync())
+        click.echo(f"\nmirror: {safe_url(engine)}\n")
+        click.echo(status_mod.render(status_mod.collect(engine, "demo")))
+
+
+@cli.command("run")
+@pass_ctx
+def run_cmd(obj: Context) -> None:
+    """Run as a service: sync every source on its interval until stopped."""
+    from .daemon import run_service
+
+    sys.exit(run_service(obj.settings, owner=owner_id()))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def interrupt_as_stop(syncer: Syncer) -> Iterator[None]:
+    """Ctrl-C / SIGTERM during a one-shot pass: finish the page in hand, then stop."""
+    import signal
+
+    requested: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if requested:
+            raise KeyboardInterrupt  # a second signal: stop at once
+        requested.append(signum)
+        log.warning("stop requested; finishing the current page (again to abort)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    syncer.should_stop = lambda: bool(requested)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def progress_reporter(enabled: bool | None) -> Iterator[Callable[[RunCounts], None]]:
+    """A page callback: a tqdm bar on a terminal, else a progress line every 10 s."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if enabled:
+        from tqdm import tqdm
+
+        bar = tqdm(unit=" jobs", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+
+        def on_bar(counts: RunCounts) -> None:
+            bar.update(counts.items - bar.n)
+            bar.set_postfix(pages=counts.pages, new=counts.inserted, upd=counts.updated)
+
+        try:
+            yield on_bar
+        finally:
+            bar.close()
+        return
+    last = [time.monotonic()]
+
+    def on_line(counts: RunCounts) -> None:
+        if time.monotonic() - last[0] >= 10.0:
+            last[0] = time.monotonic()
+            log.info(
+                "progress: %d items in %d pages, %d inserted, %d updated",
+                counts.items, counts.pages, counts.inserted, counts.updated,
+            )  # fmt: skip
+
+    yield on_line
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="ingester")
