@@ -335,12 +335,35 @@ def demo_cmd(obj: Context, jobs: int, passes: int, interval: float) -> None:
 
 
 @cli.command("run")
+@click.option("--interval", "sync_interval_s", type=float, metavar="SECONDS",
+              help="Pass interval while jobs are open [env: INGESTER_SYNC_INTERVAL_S; "
+              "default: 60].")  # fmt: skip
+@click.option("--idle-interval", "idle_interval_s", type=float, metavar="SECONDS",
+              help="Pass interval while no job is open [env: INGESTER_IDLE_INTERVAL_S; "
+              "default: the pass interval].")  # fmt: skip
+@click.option("--metrics-address", metavar="HOST:PORT", help="Serve /metrics and /healthz "
+              "here (off by default) [env: INGESTER_METRICS_ADDRESS].")  # fmt: skip
 @pass_ctx
-def run_cmd(obj: Context) -> None:
-    """Run as a service: sync every source on its interval until stopped."""
+def run_cmd(
+    obj: Context,
+    sync_interval_s: float | None,
+    idle_interval_s: float | None,
+    metrics_address: str | None,
+) -> None:
+    """Run as a service: sync every source on its interval until SIGTERM (SIGHUP reloads)."""
     from .daemon import run_service
 
-    sys.exit(run_service(obj.settings, owner=owner_id()))
+    obj.flags.update(
+        sync_interval_s=sync_interval_s,
+        idle_interval_s=idle_interval_s,
+        metrics_address=metrics_address,
+    )
+    obj.settings  # noqa: B018 - fail fast on bad settings, before anything starts
+
+    def load() -> Settings:
+        return load_settings(obj.flags, config_path=obj.config_path)
+
+    sys.exit(run_service(load, owner=owner_id()))
 
 
 # --- helpers ----------------------------------------------------------------------------------

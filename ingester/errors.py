@@ -11,7 +11,8 @@
      ├── StoreError             the database failed (driver errors translated here)
      │    └── SchemaError           the schema is not at the migration head
      ├── LeaseBusyError         another process holds this source's lease
-     └── PaginationLoopError    the provider repeated a page (same `last_id`)
+     ├── PaginationLoopError    the provider repeated a page (same `last_id`)
+     └── Interrupted            a stop was requested during a wait
 
 Every message is safe to print and log: no API key or password is ever put in one.
 """
@@ -89,3 +90,7 @@ class LeaseBusyError(IngesterError):
 
 class PaginationLoopError(IngesterError):
     """The provider answered the same page again; following it would loop forever."""
+
+
+class Interrupted(IngesterError):
+    """A stop was requested while waiting (back-off, budget); the pass ends as interrupted."""

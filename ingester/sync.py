@@ -26,6 +26,7 @@ from .errors import (
     ApiError,
     CursorRejectedError,
     IngesterError,
+    Interrupted,
     LeaseBusyError,
     PaginationLoopError,
     StoreError,
@@ -173,14 +174,16 @@ class Syncer:
             outcome, error = "succeeded", None
             try:
                 body(run)
-                if run.stopped:
-                    outcome = "interrupted"
+            except Interrupted:
+                run.stopped = True
             except (IngesterError, KeyboardInterrupt) as exc:
                 outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 error = str(exc) or type(exc).__name__
                 self._count_requests(run)
                 self._close_failed(run, outcome, error, exc)
                 raise
+            if run.stopped:
+                outcome = "interrupted"
             self._count_requests(run)
             leftovers = self.errors.drain()
             if leftovers:
@@ -250,8 +253,10 @@ class Syncer:
                 self._recover(run, state, reason=f"the provider rejected it ({exc})")
                 return
             records = self._parse(page)
-            if after is not None and state.cursor_created_at is not None and any(
-                r.created_at < _floor_second(state.cursor_created_at) for r in records
+            if (
+                after is not None
+                and state.cursor_created_at is not None
+                and any(r.created_at < _floor_second(state.cursor_created_at) for r in records)
             ):
                 self._recover(run, state, reason="the provider ignored it")
                 return
