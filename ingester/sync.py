@@ -45,6 +45,7 @@ from .protocols import (
     Store,
     Transition,
 )
+from .prefetch import Prefetching
 from .records import InvalidItem, VideoRecord, clean, parse_video
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,11 @@ class Syncer:
         clock: Callable[[], datetime] = utcnow,
         should_stop: Callable[[], bool] = lambda: False,
         on_page: Callable[[RunCounts], None] | None = None,
+        prefetch: bool = True,
     ) -> None:
         self.settings = settings
-        self.source = source
+        self._prefetch = Prefetching(source) if prefetch else None
+        self.source: PageSource = self._prefetch or source
         self.store = store
         self.owner = owner
         self.errors = errors or ErrorBuffer()
@@ -173,7 +176,11 @@ class Syncer:
             self.errors.drain()  # events from before this run belong to no run
             outcome, error = "succeeded", None
             try:
-                body(run)
+                try:
+                    body(run)
+                finally:
+                    if self._prefetch is not None:
+                        self._prefetch.drain()
             except Interrupted:
                 run.stopped = True
             except (IngesterError, KeyboardInterrupt) as exc:
@@ -280,7 +287,7 @@ class Syncer:
         after, seen_last_ids = None, set[str]()
         self.errors(ErrorEvent("http", f"cursor {state.cursor_id} lost: {reason}; recovering"))
         while not self._stop(run):
-            page = self._list(after, "desc")
+            page = self._list(after, "desc", ahead=False)
             records = self._parse(page)
             holds = self._apply(run, page, records, watermark=None)
             for rec, held in zip(records, holds, strict=True):
@@ -317,7 +324,7 @@ class Syncer:
             )
         after, seen_last_ids = state.scan_after_id, set[str]()
         while not self._stop(run):
-            page = self._list(after, order)
+            page = self._list(after, order, ahead=since is None and until is None)
             records = self._parse(page)
             done = False
             if since is not None or until is not None:
@@ -359,8 +366,12 @@ class Syncer:
 
     # --- one page ----------------------------------------------------------------------------
 
-    def _list(self, after: str | None, order: Order) -> Page:
-        return self.source.list_page(after=after, order=order, limit=self.settings.page_size)
+    def _list(self, after: str | None, order: Order, *, ahead: bool = True) -> Page:
+        """A list page; `ahead` prefetches the next one (off where the pass may stop early)."""
+        limit = self.settings.page_size
+        if self._prefetch is not None:
+            return self._prefetch.list_page(after=after, order=order, limit=limit, ahead=ahead)
+        return self.source.list_page(after=after, order=order, limit=limit)
 
     def _stop(self, run: _Run) -> bool:
         if self.should_stop():
