@@ -426,3 +426,7 @@ def progress_reporter(enabled: bool | None) -> Iterator[Callable[[RunCounts], No
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="ingester")
+
+
+if __name__ == "__main__":
+    main()
