@@ -26,7 +26,6 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 # case stay distinct (mysql_charset / mysql_collate below).
 
 
-
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """A timestamp stored in UTC and always returned timezone-aware (UTC) on every backend."""
 
