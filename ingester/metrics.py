@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .config import ConfigError
+from .errors import ConfigError
 from .sync import PassResult
 
 log = logging.getLogger(__name__)
