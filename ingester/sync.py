@@ -31,6 +31,7 @@ from .errors import (
     PaginationLoopError,
     StoreError,
 )
+from .prefetch import Prefetching
 from .protocols import (
     ErrorBuffer,
     ErrorEvent,
@@ -45,7 +46,6 @@ from .protocols import (
     Store,
     Transition,
 )
-from .prefetch import Prefetching
 from .records import InvalidItem, VideoRecord, clean, parse_video
 
 log = logging.getLogger(__name__)
