@@ -1,0 +1,177 @@
+"""The real `ingester` console script in a subprocess, against the simulator on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ingester.database import make_engine
+from ingester.models import video_jobs
+from ingester.simulator import Simulator, World
+
+INGESTER = str(Path(sys.executable).with_name("ingester"))
+KEY = "sk-cli-test-DISTINCTIVE-7f3a9c"
+COMMANDS = ["migrate", "sync", "backfill", "run", "status", "demo"]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    world = World(seed=3)
+    world.add_jobs(120, created_at=1_763_000_000, spacing_s=60, status="completed")
+    with Simulator(world, api_key=KEY) as s:
+        yield s
+
+
+@pytest.fixture
+def env(tmp_path: Path, sim: Simulator) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTER_", "OPENAI_"))}
+    base.update(
+        INGESTER_DATABASE_URL=f"sqlite:///{tmp_path / 'mirror.db'}",
+        OPENAI_API_KEY=KEY,
+        OPENAI_BASE_URL=sim.base_url,
+    )
+    return base
+
+
+def ingester(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 60):  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [INGESTER, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ingester: error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+def count_jobs(url: str) -> int:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(video_jobs)).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_has_help(command: str | None, tmp_path: Path) -> None:
+    args = [command, "--help"] if command else ["--help"]
+    result = subprocess.run([INGESTER, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: ingester" in result.stdout
+    if command is None:
+        assert all(c in result.stdout for c in COMMANDS)
+    assert not (tmp_path / "ingester.db").exists()  # --help touches nothing
+
+
+def test_migrate_sync_status_backfill(env: dict[str, str], sim: Simulator) -> None:
+    assert ingester("migrate", env=env).returncode == 0
+    check = ingester("migrate", "--check", env=env)
+    assert check.returncode == 0 and "head" in check.stdout
+    result = ingester("sync", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "sync run 1: succeeded; 120 items in 2 pages, 120 inserted" in result.stdout
+    status = ingester("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["jobs"]["total"] == 120
+    assert report["sources"][0]["cursor_id"] == sim.world.truth()[-1]["id"]
+    assert report["runs"][0]["outcome"] == "succeeded"
+    text = ingester("status", env=env)
+    assert "completed" in text.stdout and "120 mirrored" in text.stdout
+    sim.world.delete(sim.world.truth()[5]["id"])
+    backfill = ingester("backfill", "--no-progress", env=env)
+    assert backfill.returncode == 0, backfill.stderr
+    assert "1 marked missing" in backfill.stdout
+    for out in (result, status, text, backfill):
+        assert KEY not in out.stdout + out.stderr
+
+
+def test_sync_before_migrate_names_the_fix(env: dict[str, str]) -> None:
+    line = one_line_error(ingester("sync", env=env), 6)
+    assert "ingester migrate" in line
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"INGESTER_PAGE_SIZE": "500"}, "page_size must be 1..100"),
+        ({"INGESTER_SYNC_INTERVAL_S": "soon"}, "is not a number"),
+        ({"INGESTER_CONFIG": "/nonexistent/ingester.toml"}, "does not exist"),
+        ({"OPENAI_BASE_URL": "http://203.0.113.9/v1"}, "plain http"),
+        ({"INGESTER_PROVIDER": "acme"}, "provider"),
+        ({"INGESTER_DATABASE_URL": "not a url"}, "not a valid"),
+    ],
+)
+def test_bad_settings_are_one_line_and_exit_2(
+    env: dict[str, str], changes: dict[str, str], fragment: str
+) -> None:
+    env.update(changes)
+    line = one_line_error(ingester("sync", env=env), 2)
+    assert fragment in line
+
+
+def test_bad_dates_are_refused(env: dict[str, str]) -> None:
+    ingester("migrate", env=env)
+    assert "not a date" in one_line_error(ingester("backfill", "--since", "last week", env=env), 2)
+    line = one_line_error(
+        ingester("backfill", "--since", "2026-02-01", "--until", "2026-01-01", env=env), 2
+    )
+    assert "before" in line
+
+
+def test_unreachable_database_hides_the_password(env: dict[str, str]) -> None:
+    env["INGESTER_DATABASE_URL"] = "postgresql+psycopg://app:Pw-DISTINCTIVE-91@127.0.0.1:1/db"
+    for args in (("sync",), ("migrate",), ("status",)):
+        result = ingester(*args, env=env)
+        line = one_line_error(result, 6)
+        assert "Pw-DISTINCTIVE-91" not in result.stdout + result.stderr
+        assert "127.0.0.1" in line
+
+
+def test_refused_key_says_so_without_printing_it(env: dict[str, str]) -> None:
+    ingester("migrate", env=env)
+    env["OPENAI_API_KEY"] = "sk-WRONG-DISTINCTIVE-4242"
+    result = ingester("sync", env=env)
+    line = one_line_error(result, 3)
+    assert "refused" in line and "sk-WRONG" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("gone", [404, 410])
+def test_provider_gone_is_reported_and_the_mirror_untouched(
+    env: dict[str, str], sim: Simulator, gone: int
+) -> None:
+    ingester("migrate", env=env)
+    assert ingester("sync", env=env).returncode == 0
+    url = env["INGESTER_DATABASE_URL"]
+    assert count_jobs(url) == 120
+    sim.gone = gone
+    for args in (("sync",), ("backfill", "--no-progress")):
+        line = one_line_error(ingester(*args, env=env), 4)
+        assert "does not serve the Videos API" in line
+    assert count_jobs(url) == 120
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        missing = conn.execute(
+            sa.select(sa.func.count()).where(video_jobs.c.missing_since.is_not(None))
+        ).scalar_one()
+    assert missing == 0
+
+
+def test_demo_needs_no_key_and_no_config(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTER_", "OPENAI_"))}
+    result = ingester("demo", "--jobs", "50", "--passes", "2", "--interval", "0.5",
+                      env=env, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ingester.db").exists()
+    assert "50 mirrored" in result.stdout
+    assert count_jobs(f"sqlite:///{tmp_path / 'ingester.db'}") == 50
