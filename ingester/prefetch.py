@@ -37,9 +37,7 @@ class Prefetching:
         """Retries of the wrapped source."""
         return self.inner.retries
 
-    def list_page(
-        self, *, after: str | None, order: Order, limit: int, ahead: bool = True
-    ) -> Page:
+    def list_page(self, *, after: str | None, order: Order, limit: int, ahead: bool = True) -> Page:
         """The page asked for; with `ahead`, start fetching the one after it."""
         key: _Key = (after, order, limit)
         page = self._take(key)
