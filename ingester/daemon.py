@@ -124,7 +124,11 @@ class SourceWorker:
         except (IngesterError, KeyboardInterrupt) as exc:
             self.metrics.record_failure(name, "sync")
             self.last_summary = f"{name}: failed: {exc}"
-            log.error("pass of %s failed: %s", name, exc)
+            log.error(
+                "pass of %s failed: %s", name, exc,
+                extra={"fields": {"event": "pass_failed", "source": name,
+                                  "request_id": getattr(exc, "request_id", None)}},
+            )  # fmt: skip
             self._set_interval(self.settings.sync_interval_s)
         except Exception:  # a bug: keep the service up, say it loudly, try again next tick
             self.metrics.record_failure(name, "sync")

@@ -206,10 +206,19 @@ class Syncer:
             "transitions=%d requests=%d retries=%d errors=%d missing=%d elapsed=%.3fs",
             kind, name, run.run_id, outcome, c.pages, c.items, c.inserted, c.updated,
             c.transitions, c.requests, c.retries, c.errors, run.marked_missing, elapsed,
+            extra={"fields": {
+                "event": "pass", "kind": kind, "source": name, "run_id": run.run_id,
+                "outcome": outcome, **vars(c), "missing": run.marked_missing,
+                "elapsed_s": round(elapsed, 3), "last_request_id": self._last_request_id(),
+            }},
         )  # fmt: skip
         return PassResult(
             run.run_id, kind, outcome, c, run.open_jobs, run.marked_missing, elapsed, error
         )
+
+    def _last_request_id(self) -> str | None:
+        inner = self._prefetch.inner if self._prefetch is not None else self.source
+        return getattr(inner, "last_request_id", None)
 
     def _count_requests(self, run: _Run) -> None:
         run.counts.requests = self.source.requests - run.req0

@@ -40,8 +40,13 @@ class Notifier:
         addr = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never block the service on a full notify queue (the manager may be slow).
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto(text.encode("utf-8", "replace"), addr)
+        except BlockingIOError:
+            log.debug("systemd notify queue full; dropped %s", ",".join(fields))
         except OSError as exc:
             log.warning("cannot notify systemd: %s", exc)
 
