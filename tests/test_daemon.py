@@ -232,8 +232,12 @@ def test_metrics_match_the_runs_table_and_health_flips(
     migrate(make_engine(url))
     port = free_port()
     env = base_env(url)
-    env.update(OPENAI_BASE_URL=moving_sim.base_url, INGESTER_SYNC_INTERVAL_S="0.5",
-               INGESTER_HEALTH_MAX_AGE_S="3", INGESTER_METRICS_ADDRESS=f"127.0.0.1:{port}")  # fmt: skip
+    env.update(
+        OPENAI_BASE_URL=moving_sim.base_url,
+        INGESTER_SYNC_INTERVAL_S="0.5",
+        INGESTER_HEALTH_MAX_AGE_S="3",
+        INGESTER_METRICS_ADDRESS=f"127.0.0.1:{port}",
+    )
     d = Daemon(tmp_path, env)
     daemons.append(d)
     base = f"http://127.0.0.1:{port}"
@@ -243,27 +247,34 @@ def test_metrics_match_the_runs_table_and_health_flips(
     moving_sim.gone = 410  # every pass fails from now on
     wait_for(lambda: get(base + "/healthz")[0] == 503, 15, "unhealthy")
     status, body = get(base + "/healthz")
-    assert json.loads(body)["healthy"] is False
+    assert status == 503 and json.loads(body)["healthy"] is False
     moving_sim.gone = None
     wait_for(lambda: get(base + "/healthz")[0] == 200, 15, "healthy again")
-    # quiesce: stop the world from changing, then compare a scrape with the table
-    samples = scrape(base)
     engine = make_engine(url)
-    with engine.connect() as conn:
-        runs = conn.execute(sa.select(sync_runs)).all()
-        transitions = conn.execute(
-            sa.select(sa.func.count()).select_from(video_job_transitions)
-        ).scalar_one()
-    done = [r for r in runs if r.outcome != "running"]
-    # passes that finished before the scrape are counted, by outcome
-    for outcome in ("succeeded", "failed"):
-        counted = samples.get(("ingester_passes_total", "default", "sync", outcome), 0)
-        in_table = sum(1 for r in done if r.outcome == outcome and r.kind == "sync")
-        assert abs(counted - in_table) <= 1, (outcome, counted, in_table)
-    assert samples[("ingester_jobs_upserted_total", "default", "inserted")] == sum(
-        r.inserted for r in done
-    )
-    assert samples[("ingester_transitions_total", "default")] == transitions
+
+    def consistent() -> tuple[dict[tuple[str, ...], float], dict[tuple[str, ...], float]] | None:
+        """A scrape and the table's figures, taken with no pass finishing in between."""
+        before = scrape(base)
+        with engine.connect() as conn:
+            runs = conn.execute(sa.select(sync_runs).where(sync_runs.c.outcome != "running"))
+            done = runs.all()
+            moves = conn.execute(sa.select(sa.func.count()).select_from(video_job_transitions))
+            table = {
+                ("ingester_transitions_total", "default"): float(moves.scalar_one()),
+                ("ingester_jobs_upserted_total", "default", "inserted"): float(
+                    sum(r.inserted for r in done)
+                ),
+            }
+            for outcome in ("succeeded", "failed"):
+                key = ("ingester_passes_total", "default", "sync", outcome)
+                table[key] = float(sum(1 for r in done if (r.kind, r.outcome) == ("sync", outcome)))
+        after = scrape(base)
+        same = all(before.get(k, 0) == after.get(k, 0) for k in table)
+        return (after, table) if same else None
+
+    samples, table = wait_for(consistent, 15, "a quiet moment between passes")
+    for key, value in table.items():
+        assert samples.get(key, 0) == value, (key, samples.get(key), value)
     assert samples[("ingester_http_requests_total", "default", "410")] >= 1
     assert samples[("ingester_http_requests_total", "default", "200")] >= 2
     assert samples[("ingester_http_request_duration_seconds_count", "default")] >= 3
