@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -312,3 +313,100 @@ def test_unit_files_verify_and_are_hardened(tmp_path: Path) -> None:
         assert sec.returncode == 0, sec.stdout[-500:]
         exposure = float(sec.stdout.split("Overall exposure level for")[1].split(":")[1].split()[0])
         assert exposure <= 2.0, exposure
+
+
+def test_two_daemons_share_three_sources_on_postgresql(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    from tests.conftest import create_database, drop_database
+
+    url, admin = create_database("postgresql", tmp_path)
+    try:
+        migrate(make_engine(url))
+        sims: dict[str, Simulator] = {}
+        for i, name in enumerate(("alpha", "beta", "gamma")):
+            world = World(seed=20 + i)
+            world.add_jobs(250, created_at=time.time() - 86400, spacing_s=60, status="completed")
+            world.add_jobs(30, spacing_s=0.2, queued_s=(0.2, 2), render_s=(1, 4))
+            sims[name] = Simulator(world, api_key=KEY).start()
+        config = tmp_path / "ingester.toml"
+        config.write_text(
+            "sync_interval_s = 0.3\njitter_s = 0.1\nlease_ttl_s = 10\n"
+            + "".join(
+                f'[[sources]]\nname = "{n}"\nbase_url = "{s.base_url}"\n'
+                f'api_key_env = "OPENAI_API_KEY"\npage_size = 50\n'
+                for n, s in sims.items()
+            )
+        )
+        env = base_env(url)
+        env["INGESTER_CONFIG"] = str(config)
+        for n in ("one", "two"):
+            daemons.append(Daemon(tmp_path, env, name=n))
+        for d in daemons:
+            wait_for(lambda d=d: d.saw("READY=1"), 15, "READY")
+        time.sleep(3)
+        for s in sims.values():
+            s.world.add_jobs(10, spacing_s=0.1, queued_s=(0.2, 1), render_s=(0.5, 2))
+        wait_for(
+            lambda: all(
+                j["status"] in ("completed", "failed")
+                for s in sims.values()
+                for j in s.world.truth()
+            ),
+            30,
+            "terminal",
+        )
+        wait_for(lambda: mirror_matches(url, sims), 30, "every source current")
+        assert all(d.stop() == 0 for d in daemons)
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            t = video_job_transitions.c
+            dup = conn.execute(
+                sa.select(t.video_id, t.from_status, t.to_status)
+                .group_by(t.video_id, t.from_status, t.to_status)
+                .having(sa.func.count() > 1)
+            ).all()
+            runs = conn.execute(sa.select(sync_runs).order_by(sync_runs.c.started_at)).all()
+        engine.dispose()
+        assert dup == []
+        owners = {r.owner.rsplit(":", 2)[1] for r in runs}
+        assert owners == {str(d.proc.pid) for d in daemons}  # both did work
+        for name in sims:
+            mine = [r for r in runs if r.source == name]
+            assert len(mine) >= 5 and all(r.outcome != "running" for r in mine)
+            for prev, nxt in itertools.pairwise(mine):
+                assert nxt.started_at >= prev.finished_at, f"{name}: two passes at once"
+    finally:
+        for d in daemons:
+            d.close()
+        for s in sims.values():
+            s.stop()
+        drop_database(admin, url)
+
+
+def test_sighup_reloads_the_sources(tmp_path: Path, daemons: list[Daemon]) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    migrate(make_engine(url))
+    worlds = [World(seed=31), World(seed=32)]
+    for w in worlds:
+        w.add_jobs(30, created_at=1_763_000_000, status="completed")
+    with Simulator(worlds[0], api_key=KEY) as one, Simulator(worlds[1], api_key=KEY) as two:
+        entry = 'name = "{}"\nbase_url = "{}"\napi_key_env = "OPENAI_API_KEY"\n'
+        config = tmp_path / "ingester.toml"
+        config.write_text(
+            "sync_interval_s = 0.5\n[[sources]]\n" + entry.format("one", one.base_url)
+        )
+        env = base_env(url)
+        env["INGESTER_CONFIG"] = str(config)
+        d = Daemon(tmp_path, env)
+        daemons.append(d)
+        wait_for(lambda: mirror_matches(url, {"one": one}), 20, "first source")
+        config.write_text(config.read_text() + "[[sources]]\n" + entry.format("two", two.base_url))
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: mirror_matches(url, {"one": one, "two": two}), 20, "reloaded source")
+        assert d.saw("RELOADING=1")
+        config.write_text("sync_interval_s = [broken")
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in d.log(), 10, "refused reload")
+        assert d.proc.poll() is None  # a bad config never takes the service down
+        assert d.stop() == 0
