@@ -308,8 +308,9 @@ class VideosClient:
         if not _should_retry(reply):
             return reply
         wait = server_wait_s(reply.headers)
-        if wait and self._budget is not None:  # every request of the source waits, not only ours
-            self._budget.pause(min(wait, self.source.max_retry_wait_s))
+        if self._budget is not None and (wait or reply.status == 429):
+            # every request of the source waits, not only this one (1 s when no wait was given)
+            self._budget.pause(min(wait or 1.0, self.source.max_retry_wait_s))
         error = self._fail(TransientApiError, "http", _describe(reply, what), reply, vid, note)
         raise RetryableAttempt(error, wait)
 

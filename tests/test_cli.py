@@ -175,3 +175,22 @@ def test_demo_needs_no_key_and_no_config(tmp_path: Path) -> None:
     assert (tmp_path / "ingester.db").exists()
     assert "50 mirrored" in result.stdout
     assert count_jobs(f"sqlite:///{tmp_path / 'ingester.db'}") == 50
+
+
+def test_backfill_while_the_source_is_busy(env: dict[str, str]) -> None:
+    import threading
+    from datetime import UTC, datetime
+
+    from ingester.store import SqlStore
+
+    assert ingester("migrate", env=env).returncode == 0
+    store = SqlStore(make_engine(env["INGESTER_DATABASE_URL"]))
+    assert store.acquire_lease("default", "the-service", 600, datetime.now(UTC))
+    line = one_line_error(ingester("backfill", "--no-progress", env=env), 5)
+    assert "being synced by another process" in line
+    release = threading.Timer(1.5, store.release_lease, ("default", "the-service"))
+    release.start()
+    waited = ingester("backfill", "--no-progress", "--wait", "20", env=env)
+    release.join()
+    assert waited.returncode == 0, waited.stderr
+    assert "120 inserted" in waited.stdout
