@@ -95,3 +95,13 @@ def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url, admin = create_database(backend, tmp_path)
     yield url
     drop_database(admin, url)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tier (kills, outages) runs only with INGESTER_SLOW=1, as `.ci/run` sets."""
+    if os.environ.get("INGESTER_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow tier: set INGESTER_SLOW=1 (.ci/run does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
