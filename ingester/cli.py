@@ -399,7 +399,17 @@ def progress_reporter(enabled: bool | None) -> Iterator[Callable[[RunCounts], No
     if enabled:
         from tqdm import tqdm
 
-        bar = tqdm(unit=" jobs", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except OSError:
+            width = 0
+        bar = tqdm(
+            unit=" jobs",
+            unit_scale=True,
+            file=sys.stderr,
+            dynamic_ncols=width > 0,
+            ncols=None if width > 0 else 80,  # a terminal that reports no size
+        )
 
         def on_bar(counts: RunCounts) -> None:
             bar.update(counts.items - bar.n)

@@ -194,3 +194,34 @@ def test_backfill_while_the_source_is_busy(env: dict[str, str]) -> None:
     release.join()
     assert waited.returncode == 0, waited.stderr
     assert "120 inserted" in waited.stdout
+
+
+def test_backfill_shows_a_progress_bar_on_a_terminal(env: dict[str, str]) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    assert ingester("migrate", env=env).returncode == 0
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [INGESTER, "backfill"], env=env, stdout=subprocess.PIPE, stderr=slave, text=True
+    )
+    os.close(slave)
+    out, _ = proc.communicate(timeout=60)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(master)
+    assert proc.returncode == 0, out
+    assert b"120/" in screen or b"120 jobs" in screen, screen[-300:]
+    assert b"jobs" in screen and b"\r" in screen  # a redrawn bar, not log lines
+    plain = ingester("backfill", env=env)  # stderr is a pipe here: no bar
+    assert plain.returncode == 0 and "jobs/s" not in plain.stderr and "\r" not in plain.stderr
