@@ -1,4 +1,4 @@
-"""The `ingester` command: migrate, sync, backfill, run, status, demo.
+"""The `ingester` command: migrate, sync, backfill, run, status, demo, report.
 
 Only this module (and `daemon`) builds concrete objects and configures logging. Every
 `IngesterError` ends as one line on stderr and a non-zero exit code:
@@ -364,6 +364,22 @@ def run_cmd(
         return load_settings(obj.flags, config_path=obj.config_path)
 
     sys.exit(run_service(load, owner=owner_id()))
+
+
+@cli.command("report")
+@click.option("--source", "source_name", metavar="NAME", help="Only this source [default: all].")
+@click.option("-o", "--output", default="report.html", show_default=True, metavar="FILE",
+              type=click.Path(dir_okay=False), help="Where to write the HTML page.")  # fmt: skip
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3660),
+              help="How many days of jobs to chart.")  # fmt: skip
+@pass_ctx
+def report_cmd(obj: Context, source_name: str | None, output: str, days: int) -> None:
+    """Write a static HTML report: jobs per day, render times, failure codes, sync health."""
+    from pathlib import Path
+
+    from . import report
+
+    click.echo(report.write(obj.store().engine, Path(output), source=source_name, days=days))
 
 
 # --- helpers ----------------------------------------------------------------------------------

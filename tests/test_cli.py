@@ -18,7 +18,7 @@ from ingester.simulator import Simulator, World
 
 INGESTER = str(Path(sys.executable).with_name("ingester"))
 KEY = "sk-cli-test-DISTINCTIVE-7f3a9c"
-COMMANDS = ["migrate", "sync", "backfill", "run", "status", "demo"]
+COMMANDS = ["migrate", "sync", "backfill", "run", "status", "demo", "report"]
 
 
 @pytest.fixture
