@@ -148,6 +148,8 @@ def test_service_mirrors_a_changing_world_and_stops_cleanly(
     passes = [x for x in lines if x.get("event") == "pass"]
     assert passes and all(x["source"] == "default" and "run_id" in x for x in passes)
     assert any(x["inserted"] > 0 for x in passes)
+    assert any(x["kind"] == "reconcile" and x["outcome"] == "succeeded" for x in passes)
+    assert any("next passes every 2s" in x["message"] for x in lines)  # idle: the longer one
     assert KEY not in d.log()
     with make_engine(url).connect() as conn:
         outcomes = conn.execute(sa.select(sync_runs.c.outcome)).scalars().all()
