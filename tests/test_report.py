@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
-from ingester import report
+from ingester import charts, report
 from ingester.cli import cli
 from ingester.models import video_jobs
 from tests.test_views import (
@@ -248,8 +248,8 @@ def test_report_renders_in_a_headless_browser(
     background = pixels.most_common(1)[0][1]
     assert background < 0.8 * sum(pixels.values()), "the page is nearly blank"
     assert len(pixels) > 200, "too few colours for charts and text"
-    for name, color in (("completed", report.GREEN), ("failed", report.RED),
-                        ("open", report.BLUE)):  # fmt: skip
+    for name, color in (("completed", charts.GREEN), ("failed", charts.RED),
+                        ("open", charts.BLUE)):  # fmt: skip
         rgb = bytes.fromhex(color[1:])
         assert pixels[rgb] > 300, f"no {name} bars painted"
     if os.environ.get("INGESTER_UPDATE_SCREENSHOT") == "1" and backend(engine) == "sqlite":
