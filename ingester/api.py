@@ -104,7 +104,11 @@ def parse_duration(text: str | None) -> float | None:
 
 
 def server_wait_s(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> float | None:
-    """The wait asked for by `retry-after-ms`, else by `Retry-After` (seconds or HTTP date)."""
+    """The wait asked for by `retry-after-ms`, else by `Retry-After` (seconds or HTTP date).
+
+    An HTTP date is measured against the response's own `Date` when it has one: the
+    provider's clock and ours may disagree by hours.
+    """
     try:
         return max(0.0, float(headers["retry-after-ms"]) / 1000.0)
     except (KeyError, ValueError):
@@ -116,11 +120,22 @@ def server_wait_s(headers: Mapping[str, str], now: Callable[[], float] = time.ti
         return max(0.0, float(raw))
     except ValueError:
         pass
+    when = _http_date(raw)
+    if when is None:
+        return None
+    sent = _http_date(headers.get("date"))
+    return max(0.0, when - (sent if sent is not None else now()))
+
+
+def _http_date(raw: str | None) -> float | None:
+    """Unix seconds of an HTTP date, or None."""
+    if not raw:
+        return None
     try:
         when = parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
         return None
-    return max(0.0, when.replace(tzinfo=when.tzinfo or UTC).timestamp() - now())
+    return when.replace(tzinfo=when.tzinfo or UTC).timestamp()
 
 
 class _KeyAuth(requests.auth.AuthBase):
@@ -188,6 +203,7 @@ class VideosClient:
         self.last_request_id: str | None = None
         self.rate_limit: RateLimit | None = None
         self._reset_at: float | None = None
+        self._not_before = 0.0  # a server-requested wait that a failed call left unserved
 
     def close(self) -> None:
         """Close the session, unless it was handed in."""
@@ -250,6 +266,10 @@ class VideosClient:
             note = f" (attempt {attempts} of {self.source.max_retries + 1})"
             return self._attempt(url, params, what, note, vid)
 
+        delay = self._not_before - self._clock()
+        if delay > 0:  # the last call gave up while the server still asked us to wait
+            self._sleep(delay)
+        self._not_before = 0.0
         try:
             reply = self._policy(once)
         except RetryableAttempt as exc:
@@ -265,6 +285,7 @@ class VideosClient:
         except ApiError as exc:
             exc.retries = attempts - 1
             raise
+        self._not_before = 0.0  # any wait asked for on the way was served by the policy
         return _Reply(reply.status, reply.headers, reply.body, attempts - 1)
 
     def _attempt(
@@ -308,6 +329,8 @@ class VideosClient:
         if not _should_retry(reply):
             return reply
         wait = server_wait_s(reply.headers)
+        if wait:
+            self._not_before = self._clock() + min(wait, self.source.max_retry_wait_s)
         if self._budget is not None and (wait or reply.status == 429):
             # every request of the source waits, not only this one (1 s when no wait was given)
             self._budget.pause(min(wait or 1.0, self.source.max_retry_wait_s))
@@ -341,7 +364,10 @@ class VideosClient:
     def _decode(self, reply: _Reply, what: str, vid: str | None = None) -> Any:
         try:
             return json.loads(reply.body)
-        except (ValueError, RecursionError) as exc:
+        except RecursionError as exc:
+            message = f"{what}: the body is JSON nested too deeply to decode"
+            raise self._fail(DecodeError, "decode", message, reply, vid) from exc
+        except ValueError as exc:
             message = f"{what}: the body is not JSON"
             raise self._fail(DecodeError, "decode", message, reply, vid) from exc
 

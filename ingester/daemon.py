@@ -17,7 +17,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.engine import Connection
 
 from .api import VideosClient
 from .budget import RequestBudget
@@ -144,8 +146,19 @@ class SourceWorker:
             self.interval_s = seconds
             self.reschedule(self.source.name, seconds)
 
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[Connection]:
+        """A connection for a small read; driver errors become StoreError (one log line)."""
+        try:
+            with self.store.engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            text = " ".join(str(orig).split())[:300]
+            raise StoreError(f"database error while {what}: {text}") from exc
+
     def _reconcile_due(self) -> bool:
-        with self.store.engine.connect() as conn:
+        with self._reading("checking whether a reconcile is due") as conn:
             row = conn.execute(
                 sa.select(sync_state.c.last_full_scan_at, sync_state.c.scan_started_at).where(
                     sync_state.c.source == self.source.name
@@ -161,7 +174,7 @@ class SourceWorker:
 
     def _open_jobs(self) -> int:
         j = video_jobs.c
-        with self.store.engine.connect() as conn:
+        with self._reading("counting open jobs") as conn:
             return int(
                 conn.execute(
                     sa.select(sa.func.count()).where(

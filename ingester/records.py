@@ -4,6 +4,13 @@ Pure functions, no I/O. Unknown enum values and extra keys pass through untouche
 values whose *type* is wrong (or an id/timestamp we cannot key or order by) make an item
 malformed. Every string, in the columns and in `raw`, has U+0000 and lone surrogates
 replaced by U+FFFD so the mirror is byte-for-byte the same on every backend.
+
+Limits that keep one hostile item from failing its whole page on some backend: an item
+nested deeper than MAX_DEPTH (MariaDB's JSON stops at 32 levels) or larger than
+MAX_ITEM_CHARS (MariaDB's packet limit), an id ending in a space (MariaDB compares
+`'x'` and `'x '` as equal) and a progress outside 32 bits are malformed; the text columns
+`prompt`, `error_code`, `error_message` keep at most MAX_TEXT_BYTES of UTF-8 (MariaDB's
+TEXT), while `raw` keeps the whole value.
 """
 
 from __future__ import annotations
@@ -18,7 +25,13 @@ from typing import Any
 
 MAX_ID_LEN = 255
 MAX_TS = 253402300799  # 9999-12-31T23:59:59Z
+MAX_DEPTH = 20  # nesting levels of one item; a video object has 2
+MAX_ITEM_CHARS = 1_000_000  # one item as JSON text; a video object is ~600
+MAX_TEXT_BYTES = 65_535  # UTF-8 bytes kept in a text column (the raw JSON keeps everything)
+INT32 = 2**31
+_TOO_DEEP = "[nested too deeply]"
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 class InvalidItem(ValueError):
@@ -48,6 +61,7 @@ class VideoRecord:
     error_message: str | None
     raw: dict[str, Any]
     content_hash: str
+    raw_json: str  # `raw` as canonical JSON text (what `content_hash` digests; stored as is)
 
 
 def clean_text(value: str) -> str:
@@ -57,14 +71,19 @@ def clean_text(value: str) -> str:
     return _BAD_CHARS.sub("\ufffd", value)
 
 
-def clean(value: Any) -> Any:
-    """A JSON value with every string (keys included) passed through `clean_text`."""
+def clean(value: Any, _level: int = 0) -> Any:
+    """A JSON value with every string (keys included) passed through `clean_text`.
+
+    Containers deeper than MAX_DEPTH become a marker string, so this never recurses deeply.
+    """
     if isinstance(value, str):
         return clean_text(value)
+    if isinstance(value, dict | list) and _level >= MAX_DEPTH:
+        return _TOO_DEEP
     if isinstance(value, dict):
-        return {clean_text(str(k)): clean(v) for k, v in value.items()}
+        return {clean_text(str(k)): clean(v, _level + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [clean(v) for v in value]
+        return [clean(v, _level + 1) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # NaN/Infinity: no SQL JSON type stores them
     return value
@@ -72,8 +91,33 @@ def clean(value: Any) -> Any:
 
 def content_hash(raw: dict[str, Any]) -> str:
     """A stable 128-bit digest of the object, to tell changed rows from unchanged ones."""
-    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _digest(_canonical(raw))
+
+
+def _canonical(raw: dict[str, Any]) -> str:
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """Nesting levels of a JSON value (a scalar 0, `[]` 1), counted without recursion.
+
+    Stops counting once past `limit`.
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        children = node.values() if isinstance(node, dict) else node
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def utc(ts: int) -> datetime:
@@ -85,12 +129,16 @@ def parse_video(item: Any) -> VideoRecord:
     """Validate one raw list item; raise `InvalidItem` with a one-line reason if malformed."""
     if not isinstance(item, dict):
         raise InvalidItem(f"item is a {type(item).__name__}, not an object")
-    raw = clean(item)
+    raw, canonical, digest = _cleaned(item)
     vid = raw.get("id")
     if not isinstance(vid, str) or not vid.strip():
         raise InvalidItem("item has no string id")
     if len(vid) > MAX_ID_LEN or not vid.isprintable():
         raise InvalidItem(f"item id is longer than {MAX_ID_LEN} or not printable")
+    if vid.endswith(" "):
+        raise InvalidItem("item id ends with a space")
+    if len(canonical) > MAX_ITEM_CHARS:
+        raise InvalidItem(f"item is larger than {MAX_ITEM_CHARS} characters of JSON", vid)
     status = raw.get("status")
     if not isinstance(status, str) or not status:
         raise InvalidItem("status is missing or not a string", vid)
@@ -102,14 +150,16 @@ def parse_video(item: Any) -> VideoRecord:
             progress = int(progress)
         else:
             raise InvalidItem(f"progress is {type(progress).__name__}, not an integer", vid)
+    if progress is not None and not -INT32 <= progress < INT32:
+        raise InvalidItem(f"progress {progress} is out of range", vid)
     seconds = raw.get("seconds")
     if isinstance(seconds, int | float) and not isinstance(seconds, bool):
         seconds = str(int(seconds)) if float(seconds).is_integer() else str(seconds)
     error = raw.get("error")
     if error is not None and not isinstance(error, dict):
         raise InvalidItem(f"error is {type(error).__name__}, not an object", vid)
-    error_code = _text(error, "code", vid, "error.code") if error else None
-    error_message = _text(error, "message", vid, "error.message") if error else None
+    error_code = _fit(_text(error, "code", vid, "error.code")) if error else None
+    error_message = _fit(_text(error, "message", vid, "error.message")) if error else None
     return VideoRecord(
         id=vid,
         status=_short(status, vid, "status") or status,
@@ -118,7 +168,7 @@ def parse_video(item: Any) -> VideoRecord:
         completed_at=_dt(_timestamp(raw, "completed_at", vid)),
         expires_at=_dt(_timestamp(raw, "expires_at", vid)),
         model=_short(_text(raw, "model", vid), vid, "model"),
-        prompt=_text(raw, "prompt", vid),
+        prompt=_fit(_text(raw, "prompt", vid)),
         size=_short(_text(raw, "size", vid), vid, "size"),
         seconds=_short(_text({"seconds": seconds}, "seconds", vid), vid, "seconds"),
         remixed_from_video_id=_short(
@@ -127,8 +177,52 @@ def parse_video(item: Any) -> VideoRecord:
         error_code=error_code,
         error_message=error_message,
         raw=raw,
-        content_hash=content_hash(raw),
+        content_hash=digest,
+        raw_json=canonical,
     )
+
+
+def _cleaned(item: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """`clean(item)`, its canonical JSON text and digest; `InvalidItem` if nested too deeply.
+
+    The usual item (scalars, and objects of scalars) that has nothing to clean is only
+    copied: walking it value by value was the costliest part of a backfill's parsing.
+    """
+    if _flat(item):
+        canonical = _canonical(item)
+        try:
+            data = canonical.encode()  # a lone surrogate does not encode: clean it
+        except UnicodeEncodeError:
+            data = b"\\u0000"
+        if b"\\u0000" not in data:  # NUL, as JSON text writes it
+            raw = {k: dict(v) if type(v) is dict else v for k, v in item.items()}
+            return raw, canonical, hashlib.blake2b(data, digest_size=16).hexdigest()
+    if depth(item) > MAX_DEPTH:
+        given = item.get("id")
+        usable = isinstance(given, str) and 0 < len(given) <= MAX_ID_LEN and given.isprintable()
+        vid_or_none = clean_text(given) if usable and isinstance(given, str) else None
+        raise InvalidItem(f"item is nested deeper than {MAX_DEPTH} levels", vid_or_none)
+    raw = clean(item)
+    canonical = _canonical(raw)
+    return raw, canonical, _digest(canonical)
+
+
+def _flat(item: dict[Any, Any]) -> bool:
+    """True for string keys and finite scalar values, or objects of them, one level deep."""
+    for key, value in item.items():
+        if type(key) is not str:
+            return False
+        if type(value) is dict:
+            if not all(type(k) is str and _scalar(v) for k, v in value.items()):
+                return False
+        elif not _scalar(value):
+            return False
+    return True
+
+
+def _scalar(value: Any) -> bool:
+    kind = type(value)
+    return kind in _SCALARS or (kind is float and math.isfinite(value))
 
 
 def _timestamp(raw: dict[str, Any], key: str, vid: str, *, required: bool = False) -> int | None:
@@ -157,6 +251,14 @@ def _text(raw: dict[str, Any], key: str, vid: str, label: str | None = None) -> 
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # e.g. an error code sent as a number: keep it, as text
     raise InvalidItem(f"{label or key} is {type(value).__name__}, not a string", vid)
+
+
+def _fit(value: str | None) -> str | None:
+    """A text column's value cut to MAX_TEXT_BYTES of UTF-8 (at a character boundary)."""
+    if value is None or len(value) <= MAX_TEXT_BYTES // 4:
+        return value
+    data = value.encode("utf-8")
+    return value if len(data) <= MAX_TEXT_BYTES else data[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
 
 
 def _short(value: str | None, vid: str, key: str) -> str | None:
