@@ -167,6 +167,10 @@ sync_state = sa.Table(
     sa.Column("scan_after_id", sa.String(ID_LEN)),
     sa.Column("scan_since", UTCDateTime()),
     sa.Column("scan_until", UTCDateTime()),
+    # a scan walking from both ends (0003): the desc chain's checkpoint, and how far each got
+    sa.Column("scan_desc_after_id", sa.String(ID_LEN)),
+    sa.Column("scan_asc_created_at", UTCDateTime()),
+    sa.Column("scan_desc_created_at", UTCDateTime()),
     sa.Column("last_full_scan_at", UTCDateTime()),
     sa.Column("last_success_at", UTCDateTime()),
     sa.Column("reported_statuses", JSONType),

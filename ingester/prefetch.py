@@ -10,6 +10,7 @@ prefetched request is raised when that page is asked for, exactly as without pre
 
 from __future__ import annotations
 
+import queue
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from .protocols import Order, Page, PageSource
 
 _Key = tuple[str | None, Order, int]
+IDLE_S = 30.0  # the fetching thread ends after this long without work (a new one starts later)
 
 
 class Prefetching:
@@ -26,6 +28,8 @@ class Prefetching:
         self.inner = inner
         self._pending: tuple[_Key, Future[Page]] | None = None
         self._lock = threading.Lock()
+        self._work: queue.SimpleQueue[tuple[_Key, Future[Page]]] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None  # one thread for all pages (cheaper)
 
     @property
     def requests(self) -> int:
@@ -72,14 +76,25 @@ class Prefetching:
 
     def _start(self, key: _Key) -> None:
         future: Future[Page] = Future()
+        with self._lock:
+            self._pending = (key, future)
+            self._work.put((key, future))
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._fetch, name="prefetch", daemon=True)
+                self._worker.start()
 
-        def fetch() -> None:
-            after, order, limit = key
+    def _fetch(self) -> None:
+        """The fetching thread: run the requests handed to it; end when idle a while."""
+        while True:
+            try:
+                (after, order, limit), future = self._work.get(timeout=IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._work.empty():
+                        self._worker = None
+                        return
+                continue
             try:
                 future.set_result(self.inner.list_page(after=after, order=order, limit=limit))
             except BaseException as exc:  # handed to the caller of that page
                 future.set_exception(exc)
-
-        with self._lock:
-            self._pending = (key, future)
-        threading.Thread(target=fetch, name="prefetch", daemon=True).start()

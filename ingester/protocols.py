@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -94,6 +94,10 @@ class SourceState:
     scan_since: datetime | None = None
     scan_until: datetime | None = None
     reported_statuses: frozenset[str] = frozenset()
+    # a full scan walking from both ends: the desc chain's checkpoint, and how far each got
+    scan_desc_after_id: str | None = None
+    scan_asc_created_at: datetime | None = None
+    scan_desc_created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,9 @@ class PageWrite:
     cursor: tuple[str | None, datetime | None] | None = None
     scan_after_id: str | None = None
     reported_statuses: frozenset[str] | None = None
+    scan_asc_created_at: datetime | None = None
+    scan_desc_after_id: str | None = None
+    scan_desc_created_at: datetime | None = None
 
     def has_job_writes(self) -> bool:
         """True when the page changes any job row or transition."""
@@ -202,6 +209,10 @@ class Store(Protocol):
         """Commit one page: rows, transitions, errors, cursor/checkpoint, run counts, lease."""
         ...
 
+    def write_pages(self, batches: Sequence[PageWrite], lease_ttl_s: float) -> None:
+        """Commit consecutive pages of one run in one transaction, in order."""
+        ...
+
     def record_errors(self, source: str, run_id: int | None, events: list[ErrorEvent]) -> None:
         """Keep errors that arose outside a page (a failed request, a failed commit)."""
         ...
@@ -227,4 +238,15 @@ class Store(Protocol):
         limit: int,
     ) -> list[str]:
         """Open jobs older than the stale age, not re-read since `checked_before`."""
+        ...
+
+    def settle_cursor(
+        self, source: str, terminal: tuple[str, ...], first_seen_before: datetime
+    ) -> tuple[str, datetime] | None:
+        """Move the cursor forward over what a complete scan saw; return the cursor.
+
+        Called once a full scan has read the whole list, before `finish_scan`: the cursor
+        becomes the newest job the scan saw that was created before the second of the oldest
+        job holding it (not terminal, first seen after `first_seen_before`), if that is ahead.
+        """
         ...

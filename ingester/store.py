@@ -8,13 +8,13 @@ statement and its parameters left out (they may hold user data).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .errors import LeaseBusyError, StoreError
@@ -26,7 +26,6 @@ from .protocols import (
     RunCounts,
     ScanStart,
     SourceState,
-    Transition,
 )
 from .records import VideoRecord, clean_text
 
@@ -37,6 +36,13 @@ MESSAGE_CAP = 2000
 
 _jobs = video_jobs.c
 _state = sync_state.c
+# where each chain of a full scan has got to (PageWrite fields, sync_state columns)
+_CHECKPOINTS = (
+    "scan_after_id",
+    "scan_asc_created_at",
+    "scan_desc_after_id",
+    "scan_desc_created_at",
+)
 
 
 class SqlStore:
@@ -44,6 +50,9 @@ class SqlStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._bulk = _Bulk(engine.dialect)
+        dbapi = engine.dialect.dbapi
+        self._driver_error: type[Exception] = getattr(dbapi, "Error", SQLAlchemyError)
 
     def __repr__(self) -> str:
         return f"SqlStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -53,7 +62,7 @@ class SqlStore:
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, self._driver_error) as exc:  # the driver's own: COPY
             orig = getattr(exc, "orig", None) or exc
             text = " ".join(str(orig).split())[:300]
             raise StoreError(f"database error while {what}: {text}") from exc
@@ -143,6 +152,9 @@ class SqlStore:
             scan_since=row.scan_since,
             scan_until=row.scan_until,
             reported_statuses=frozenset(row.reported_statuses or ()),
+            scan_desc_after_id=row.scan_desc_after_id,
+            scan_asc_created_at=row.scan_asc_created_at,
+            scan_desc_created_at=row.scan_desc_created_at,
         )
 
     # --- runs and errors ---------------------------------------------------------------------
@@ -187,67 +199,52 @@ class SqlStore:
 
     def snapshots(self, ids: list[str]) -> dict[str, JobSnapshot]:
         """The stored snapshot of each of `ids` that is in the mirror."""
-        query = sa.select(
-            _jobs.id, _jobs.status, _jobs.content_hash, _jobs.first_seen_at, _jobs.missing_since
-        ).where(_jobs.id.in_(ids))
         with self._tx("reading jobs") as conn:
-            rows = conn.execute(query).all()
-        return {
-            r.id: JobSnapshot(
-                r.status, r.content_hash, r.first_seen_at, r.missing_since is not None
-            )
-            for r in rows
-        }
+            return self._bulk.snapshots(conn, ids)
 
     def write_page(self, batch: PageWrite, lease_ttl_s: float) -> None:
         """Commit one page: rows, transitions, errors, cursor/checkpoint, run counts, lease."""
-        now = batch.now
+        self.write_pages([batch], lease_ttl_s)
+
+    def write_pages(self, batches: Sequence[PageWrite], lease_ttl_s: float) -> None:
+        """Commit consecutive pages of one run in one transaction, in order.
+
+        The cursor and checkpoints end where the last page that moves them puts them.
+        """
+        last = batches[-1]
         state_values: dict[str, Any] = {
-            "lease_expires_at": now + timedelta(seconds=lease_ttl_s),
-            "updated_at": now,
+            "lease_expires_at": last.now + timedelta(seconds=lease_ttl_s),
+            "updated_at": last.now,
         }
-        if batch.cursor is not None:
-            state_values["cursor_id"], state_values["cursor_created_at"] = batch.cursor
-        if batch.scan_after_id is not None:
-            state_values["scan_after_id"] = batch.scan_after_id
-        if batch.reported_statuses is not None:
-            state_values["reported_statuses"] = sorted(batch.reported_statuses)
+        for batch in batches:
+            if batch.cursor is not None:
+                state_values["cursor_id"], state_values["cursor_created_at"] = batch.cursor
+            for key in _CHECKPOINTS:
+                value = getattr(batch, key)
+                if value is not None:
+                    state_values[key] = value
+            if batch.reported_statuses is not None:
+                state_values["reported_statuses"] = sorted(batch.reported_statuses)
         with self._tx("writing a page") as conn:
             held = conn.execute(
                 sa.update(sync_state)
-                .where(_state.source == batch.source, _state.lease_owner == batch.owner)
+                .where(_state.source == last.source, _state.lease_owner == last.owner)
                 .values(**state_values)
             ).rowcount
             if held != 1:
                 raise LeaseBusyError(
-                    f"lost the lease of source {batch.source}; the page was not written"
+                    f"lost the lease of source {last.source}; the page was not written"
                 )
-            if batch.inserts:
-                conn.execute(
-                    sa.insert(video_jobs),
-                    [_insert_row(r, batch.source, now) for r in batch.inserts],
-                )
-            if batch.updates:
-                conn.execute(
-                    sa.update(video_jobs)
-                    .where(_jobs.id == sa.bindparam("_id"))
-                    .values({k: sa.bindparam(k) for k in _UPDATE_KEYS}),
-                    [_update_row(r, batch.source, now) for r in batch.updates],
-                )
-            _update_ids(conn, batch.touches, last_seen_at=now, missing_since=None)
-            _update_ids(conn, batch.checked, last_checked_at=now)
-            _update_ids(conn, batch.gone, missing_since=now, only_present=True)
-            if batch.transitions:
-                conn.execute(
-                    sa.insert(video_job_transitions),
-                    [_transition_row(t, batch, now) for t in batch.transitions],
-                )
-            if batch.errors:
-                _insert_errors(conn, batch.source, batch.run_id, batch.errors, now)
+            for batch in batches:
+                self._bulk.write(conn, batch)
+                _update_ids(conn, batch.checked, last_checked_at=batch.now)
+                _update_ids(conn, batch.gone, missing_since=batch.now, only_present=True)
+                if batch.errors:
+                    _insert_errors(conn, batch.source, batch.run_id, batch.errors, batch.now)
             conn.execute(
                 sa.update(sync_runs)
-                .where(sync_runs.c.id == batch.run_id)
-                .values(**_counts(batch.counts))
+                .where(sync_runs.c.id == last.run_id)
+                .values(**_counts(last.counts))
             )
 
     # --- full scans --------------------------------------------------------------------------
@@ -264,9 +261,9 @@ class SqlStore:
         if not resume:
             values.update(
                 scan_started_at=scan.started_at,
-                scan_after_id=None,
                 scan_since=scan.since,
                 scan_until=scan.until,
+                **dict.fromkeys(_CHECKPOINTS),
             )
         with self._tx("starting a scan") as conn:
             conn.execute(sa.update(sync_state).where(_state.source == source).values(**values))
@@ -307,10 +304,10 @@ class SqlStore:
                 "scan_kind": None,
                 "scan_run_id": None,
                 "scan_started_at": None,
-                "scan_after_id": None,
                 "scan_since": None,
                 "scan_until": None,
                 "updated_at": now,
+                **dict.fromkeys(_CHECKPOINTS),
             }
             if state.scan_since is None and state.scan_until is None:
                 done["last_full_scan_at"] = now
@@ -326,73 +323,239 @@ class SqlStore:
         limit: int,
     ) -> list[str]:
         """Open jobs older than the stale age, not re-read since `checked_before`."""
-        query = (
-            sa.select(_jobs.id)
-            .where(
+        with self._tx("reading stale jobs") as conn:
+            statuses = _distinct_statuses(conn, source)
+            open_statuses = None if statuses is None else [s for s in statuses if s not in terminal]
+            if open_statuses == []:
+                return []  # nothing is open: the usual idle pass, answered from the index alone
+            where = [
                 _jobs.source == source,
                 _jobs.status.not_in(terminal),
                 _jobs.missing_since.is_(None),
                 _jobs.first_seen_at <= first_seen_before,
                 sa.or_(_jobs.last_checked_at.is_(None), _jobs.last_checked_at <= checked_before),
+            ]
+            if open_statuses is not None:
+                where.append(_jobs.status.in_(open_statuses))  # index ranges, not a full scan
+            query = sa.select(_jobs.id).where(*where).order_by(_jobs.created_at, _jobs.id)
+            return list(conn.execute(query.limit(limit)).scalars())
+
+    def settle_cursor(
+        self, source: str, terminal: tuple[str, ...], first_seen_before: datetime
+    ) -> tuple[str, datetime] | None:
+        """Move the cursor forward over what a complete scan saw; return the cursor.
+
+        Any job of the last second before the oldest holding job will do: every job listed
+        before it is older than that job, so none holds the cursor (ties within a second are
+        in no known order, hence the second). Jobs the scan did not see are gone or out of
+        sight: they neither hold the cursor nor can be it.
+        """
+        with self._tx("settling the cursor") as conn:
+            state = conn.execute(
+                sa.select(_state.scan_started_at, _state.cursor_id, _state.cursor_created_at).where(
+                    _state.source == source
+                )
+            ).first()
+            if state is None or state.scan_started_at is None:
+                return None
+            seen = [_jobs.source == source, _jobs.last_seen_at >= state.scan_started_at]
+            statuses = _distinct_statuses(conn, source)
+            open_statuses = None if statuses is None else [s for s in statuses if s not in terminal]
+            holding_at = None
+            if open_statuses != []:
+                where = [
+                    *seen,
+                    _jobs.status.not_in(terminal),
+                    _jobs.first_seen_at > first_seen_before,
+                ]
+                if open_statuses is not None:
+                    where.append(_jobs.status.in_(open_statuses))
+                holding_at = conn.execute(
+                    sa.select(sa.func.min(_jobs.created_at)).where(*where)
+                ).scalar()
+            query = sa.select(_jobs.id, _jobs.created_at).where(*seen)
+            if holding_at is not None:
+                second = holding_at.replace(microsecond=0)
+                query = query.where(_jobs.created_at < second)
+            row = conn.execute(query.order_by(_jobs.created_at.desc()).limit(1)).first()
+            current = (state.cursor_id, state.cursor_created_at)
+            if row is None or (current[1] is not None and row.created_at <= current[1]):
+                return current if current[0] is not None else None
+            conn.execute(
+                sa.update(sync_state)
+                .where(_state.source == source)
+                .values(cursor_id=row.id, cursor_created_at=row.created_at)
             )
-            .order_by(_jobs.created_at, _jobs.id)
-            .limit(limit)
-        )
-        with self._tx("reading stale jobs") as conn:
-            return list(conn.execute(query).scalars())
+            return row.id, row.created_at
 
 
-# --- row builders ------------------------------------------------------------------------------
+def _distinct_statuses(conn: Connection, source: str, cap: int = 64) -> list[str] | None:
+    """The statuses present for `source`, one index probe each; None if there are over `cap`.
 
-_UPDATE_KEYS = (
+    `status NOT IN (terminal)` cannot use an index, so with a million finished jobs it would
+    read them all on every pass. The statuses present are few: walking them with `min()`
+    over the (source, status) index costs a few probes, whatever the size of the mirror.
+    """
+    found: list[str] = []
+    last: str | None = None
+    while len(found) <= cap:
+        query = sa.select(sa.func.min(_jobs.status)).where(_jobs.source == source)
+        if last is not None:
+            query = query.where(_jobs.status > last)
+        last = conn.execute(query).scalar()
+        if last is None:
+            return found
+        found.append(last)
+    return None
+
+
+# --- the bulk page write ------------------------------------------------------------------------
+
+# Every job of a backfill passes through here, so rows go to the driver's executemany as
+# tuples built in one comprehension, and timestamps are encoded the way `UTCDateTime` stores
+# them on the backend, once per value, without SQLAlchemy's per-value type processing (which
+# cost more than the database itself). `raw` is stored as the record's canonical JSON text.
+_JOB_FIELDS = (
     "source", "model", "status", "progress", "created_at", "completed_at", "expires_at",
     "prompt", "size", "seconds", "remixed_from_video_id", "error_code", "error_message", "raw",
     "content_hash", "last_seen_at", "last_changed_at", "missing_since",
 )  # fmt: skip
+_TRANSITION_FIELDS = (
+    "video_id", "source", "from_status", "to_status", "progress", "observed_at", "run_id",
+)  # fmt: skip
 
 
-def _update_row(rec: VideoRecord, source: str, now: datetime) -> dict[str, Any]:
-    return {
-        "_id": rec.id,
-        "source": source,
-        "model": rec.model,
-        "status": rec.status,
-        "progress": rec.progress,
-        "created_at": rec.created_at,
-        "completed_at": rec.completed_at,
-        "expires_at": rec.expires_at,
-        "prompt": rec.prompt,
-        "size": rec.size,
-        "seconds": rec.seconds,
-        "remixed_from_video_id": rec.remixed_from_video_id,
-        "error_code": rec.error_code,
-        "error_message": rec.error_message,
-        "raw": rec.raw,
-        "content_hash": rec.content_hash,
-        "last_seen_at": now,
-        "last_changed_at": now,
-        "missing_since": None,
-    }
+class _Bulk:
+    """The page's reads and writes for one dialect: statements rendered once, values in bulk."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        quote = dialect.identifier_preparer.quote
+        self.mark = mark = "?" if dialect.paramstyle == "qmark" else "%s"  # pyformat takes %s
+        self.any_array = dialect.name == "postgresql"  # `= ANY(array)`: one parameter
+        jobs, job_id = quote(video_jobs.name), quote("id")
+
+        def insert(table: str, names: Sequence[str]) -> str:
+            columns = ", ".join(quote(n) for n in names)
+            return (
+                f"INSERT INTO {quote(table)} ({columns}) VALUES ({', '.join([mark] * len(names))})"
+            )
+
+        self.insert_jobs = insert(video_jobs.name, ("id", *_JOB_FIELDS, "first_seen_at"))
+        assignments = ", ".join(f"{quote(n)} = {mark}" for n in _JOB_FIELDS)
+        self.update_jobs = f"UPDATE {jobs} SET {assignments} WHERE {job_id} = {mark}"
+        self.insert_transitions = insert(video_job_transitions.name, _TRANSITION_FIELDS)
+        # psycopg 3 on PostgreSQL: COPY, several times cheaper per row than its executemany
+        self.copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+
+        def copy(table: str, names: Sequence[str]) -> str:
+            return f"COPY {quote(table)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+
+        self.copy_jobs = copy(video_jobs.name, ("id", *_JOB_FIELDS, "first_seen_at"))
+        self.copy_transitions = copy(video_job_transitions.name, _TRANSITION_FIELDS)
+        self.select_snapshots = (
+            f"SELECT {job_id}, {quote('status')}, {quote('content_hash')}, "
+            f"{quote('first_seen_at')}, {quote('missing_since')} FROM {jobs} WHERE {job_id} "
+        )
+        self.touch_jobs = (
+            f"UPDATE {jobs} SET {quote('last_seen_at')} = {mark}, "
+            f"{quote('missing_since')} = NULL WHERE {job_id} "
+        )
+        self.ts = timestamp_encoder(dialect.name)
+        self.read_ts = timestamp_decoder(dialect.name)
+
+    def among(self, ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """`= ANY(%s)` with one array parameter on PostgreSQL, else `IN (?, ?, ...)`."""
+        if self.any_array:
+            return f"= ANY({self.mark})", (list(ids),)
+        return f"IN ({', '.join([self.mark] * len(ids))})", tuple(ids)
+
+    def snapshots(self, conn: Connection, ids: Sequence[str]) -> dict[str, JobSnapshot]:
+        """The snapshot of each of `ids` that is in the mirror."""
+        if not ids:
+            return {}
+        where, params = self.among(ids)
+        rows = conn.exec_driver_sql(self.select_snapshots + where, params).all()
+        read_ts = self.read_ts
+        return {
+            vid: JobSnapshot(status, digest, read_ts(first_seen), missing is not None)
+            for vid, status, digest, first_seen, missing in rows
+        }
+
+    def write(self, conn: Connection, batch: PageWrite) -> None:
+        """Insert, update and touch the page's jobs and insert its transitions."""
+        ts, source = self.ts, batch.source
+        stamp = ts(batch.now)
+        tail = (stamp, stamp, None)  # last_seen_at, last_changed_at, missing_since
+        if batch.inserts:
+            rows = [(r.id, source, *_job_values(r, ts), *tail, stamp) for r in batch.inserts]
+            self._insert(conn, self.insert_jobs, self.copy_jobs, rows)
+        if batch.updates:
+            rows = [(source, *_job_values(r, ts), *tail, r.id) for r in batch.updates]
+            conn.exec_driver_sql(self.update_jobs, rows)
+        if batch.touches:
+            where, params = self.among(batch.touches)
+            conn.exec_driver_sql(self.touch_jobs + where, (stamp, *params))
+        if batch.transitions:
+            run_id = batch.run_id
+            rows = [
+                (t.video_id, source, t.from_status, t.to_status, t.progress, stamp, run_id)
+                for t in batch.transitions
+            ]
+            self._insert(conn, self.insert_transitions, self.copy_transitions, rows)
+
+    def _insert(
+        self, conn: Connection, insert: str, copy: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        if not self.copy:
+            conn.exec_driver_sql(insert, rows)
+            return
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(copy) as stream:
+            for row in rows:
+                stream.write_row(row)
 
 
-def _insert_row(rec: VideoRecord, source: str, now: datetime) -> dict[str, Any]:
-    row = _update_row(rec, source, now)
-    row["id"] = row.pop("_id")
-    row["first_seen_at"] = now
-    row["last_checked_at"] = None
-    return row
+def _job_values(r: VideoRecord, ts: Callable[[datetime | None], Any]) -> tuple[Any, ...]:
+    """A record's values for `_JOB_FIELDS` from `model` to `content_hash`."""
+    return (
+        r.model, r.status, r.progress, ts(r.created_at), ts(r.completed_at), ts(r.expires_at),
+        r.prompt, r.size, r.seconds, r.remixed_from_video_id, r.error_code, r.error_message,
+        r.raw_json, r.content_hash,
+    )  # fmt: skip
 
 
-def _transition_row(t: Transition, batch: PageWrite, now: datetime) -> dict[str, Any]:
-    return {
-        "video_id": t.video_id,
-        "source": batch.source,
-        "from_status": t.from_status,
-        "to_status": t.to_status,
-        "progress": t.progress,
-        "observed_at": now,
-        "run_id": batch.run_id,
-    }
+_US = "microseconds"
+
+
+def timestamp_decoder(dialect_name: str) -> Callable[[Any], datetime]:
+    """The aware UTC datetime of a non-null `UTCDateTime` value as the driver returns it."""
+    if dialect_name == "postgresql":
+        return lambda v: v.astimezone(UTC)
+    if dialect_name == "sqlite":
+        return lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC)
+    return lambda v: v.replace(tzinfo=UTC)
+
+
+def timestamp_encoder(dialect_name: str) -> Callable[[datetime | None], Any]:
+    """What `models.UTCDateTime` hands the driver for a value, on this backend."""
+
+    def utc(value: datetime) -> datetime:
+        if value.tzinfo is UTC:
+            return value  # every record's timestamp: no conversion
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def sqlite(value: datetime | None) -> str | None:
+        # SQLAlchemy's SQLite DATETIME text: microseconds always, no offset
+        return None if value is None else utc(value).isoformat(" ", "microseconds")[:26]
+
+    if dialect_name == "postgresql":
+        return lambda v: None if v is None else utc(v)
+    if dialect_name == "sqlite":
+        return sqlite
+    return lambda v: None if v is None else utc(v).replace(tzinfo=None)
 
 
 def _update_ids(

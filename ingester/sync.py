@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from .errors import (
     PaginationLoopError,
     StoreError,
 )
+from .meeting import Edge, met
 from .prefetch import Prefetching
 from .protocols import (
     ErrorBuffer,
@@ -52,6 +54,11 @@ log = logging.getLogger(__name__)
 
 PAYLOAD_CAP = 2000
 STALE_BATCH = 100
+# A full scan commits its pages in groups (one transaction, the checkpoint in it): on SQLite
+# a commit costs about as much as writing a page. A page waits at most GROUP_S for its
+# commit. Incremental passes, a few pages at most, commit page by page.
+GROUP_PAGES = 16
+GROUP_S = 1.0
 
 
 def utcnow() -> datetime:
@@ -112,6 +119,8 @@ class _Run:
     open_jobs: bool = False
     stopped: bool = False
     marked_missing: int = 0
+    reported: set[str] = field(default_factory=set)  # request ids already in sync_errors
+    group_pages: int = 1  # pages per transaction
 
 
 class Syncer:
@@ -130,10 +139,19 @@ class Syncer:
         should_stop: Callable[[], bool] = lambda: False,
         on_page: Callable[[RunCounts], None] | None = None,
         prefetch: bool = True,
+        head_source: PageSource | None = None,
     ) -> None:
         self.settings = settings
         self._prefetch = Prefetching(source) if prefetch else None
         self.source: PageSource = self._prefetch or source
+        # A second client of the same provider: with it, a full scan also walks `desc` from
+        # the head in a second thread, and the two chains meet in the middle (see `_scan_both`).
+        self.head_source = head_source
+        self._head: Prefetching | None = None
+        self._writing = threading.Lock()  # one page diffed and committed at a time
+        self._pending: list[PageWrite] = []  # staged pages, committed together by `_flush`
+        self._pending_since = 0.0
+        self._staged: dict[str, JobSnapshot] = {}  # what the staged pages make of their jobs
         self.store = store
         self.owner = owner
         self.errors = errors or ErrorBuffer()
@@ -170,17 +188,22 @@ class Syncer:
             run = _Run(
                 kind,
                 self.store.start_run(name, kind, self.owner, self.clock()),
-                self.source.requests,
-                self.source.retries,
+                *self._sent(),
             )
             self.errors.drain()  # events from before this run belong to no run
             outcome, error = "succeeded", None
             try:
                 try:
                     body(run)
+                except BaseException as exc:
+                    self._flush_before_failing(exc)
+                    raise
+                else:
+                    self._flush()
                 finally:
-                    if self._prefetch is not None:
-                        self._prefetch.drain()
+                    for prefetching in (self._prefetch, self._head):
+                        if prefetching is not None:
+                            prefetching.drain()
             except Interrupted:
                 run.stopped = True
             except (IngesterError, KeyboardInterrupt) as exc:
@@ -220,14 +243,31 @@ class Syncer:
         inner = self._prefetch.inner if self._prefetch is not None else self.source
         return getattr(inner, "last_request_id", None)
 
+    def _flush_before_failing(self, exc: BaseException) -> None:
+        """Commit the pages staged before `exc`, unless the store is what failed."""
+        if isinstance(exc, StoreError | LeaseBusyError):
+            self._pending, self._staged = [], {}
+            return
+        try:
+            self._flush()
+        except (StoreError, LeaseBusyError) as store_exc:
+            log.error("cannot commit the pages read before the pass failed: %s", store_exc)
+
+    def _sent(self) -> tuple[int, int]:
+        """Requests and retries of the source and the head source together."""
+        sources = [self.source] if self.head_source is None else [self.source, self.head_source]
+        return sum(s.requests for s in sources), sum(s.retries for s in sources)
+
     def _count_requests(self, run: _Run) -> None:
-        run.counts.requests = self.source.requests - run.req0
-        run.counts.retries = self.source.retries - run.retry0
+        requests, retries = self._sent()
+        run.counts.requests = requests - run.req0
+        run.counts.retries = retries - run.retry0
 
     def _close_failed(self, run: _Run, outcome: str, error: str, exc: BaseException) -> None:
         """Record why the run ended; the database may be the thing that failed."""
         events = self.errors.drain()
-        if isinstance(exc, ApiError) and not any(e.request_id == exc.request_id for e in events):
+        known: set[str | None] = {*run.reported, *(e.request_id for e in events)}
+        if isinstance(exc, ApiError) and exc.request_id not in known:
             events.append(
                 ErrorEvent("http", str(exc), exc.status, exc.request_id, _cap(exc.payload))
             )
@@ -319,9 +359,13 @@ class Syncer:
 
     def _scan(self, run: _Run, since: datetime | None, until: datetime | None) -> None:
         name = self.settings.name
+        run.group_pages = GROUP_PAGES
         start = ScanStart(run.kind, run.run_id, self.clock(), since, until)
         state = self.store.begin_scan(name, start)
         self._reported = state.reported_statuses
+        if self.head_source is not None and since is None and until is None:
+            self._scan_both(run, state)
+            return
         order: Order = "desc" if since is not None and until is None else "asc"
         wm: Watermark | None = None
         if order == "asc" and since is None:
@@ -342,16 +386,98 @@ class Syncer:
                 records = [r for r in records if _within(r, since, until)]
             self._apply(run, page, records, watermark=wm, touch_all=True, scan_after=True)
             if done or self._last_page(run, page, seen_last_ids):
+                self._flush()
                 run.marked_missing = self.store.finish_scan(
                     name, self.clock(), self.settings.list_window_s is not None
                 )
                 return
             after = page.last_id
 
+    def _scan_both(self, run: _Run, state: SourceState) -> None:
+        """A full scan walking `asc` from the start and `desc` from the head at once.
+
+        Latency bound, a scan costs pages x latency; two chains in flight halve that. The
+        `desc` chain runs in a second thread on `head_source`; pages are diffed and committed
+        one at a time under one lock (one writer, as SQLite needs), each with its chain's
+        checkpoint, so invariants 3-5 hold as for one chain and an interrupted scan resumes
+        both chains. They stop where they meet (`meeting`); the `asc` chain moves the cursor
+        as a one-chain scan does, and once complete the cursor settles over the whole list.
+        """
+        assert self.head_source is not None
+        head: PageSource = self.head_source
+        if self._prefetch is not None:
+            if self._head is None or self._head.inner is not self.head_source:
+                self._head = Prefetching(self.head_source)
+            head = self._head
+        asc = Edge("asc", state.scan_asc_created_at)
+        desc = Edge("desc", state.scan_desc_created_at)
+        wm = Watermark(
+            state.cursor_id,
+            state.cursor_created_at,
+            advancing=state.cursor_id == state.scan_after_id,
+            resume_at=state.cursor_id,
+        )
+        outcome: dict[str, BaseException | bool] = {}  # "done": complete; "error": the first
+        if not met(asc, desc):  # (already met: stopped between the last page and the finish)
+            walk_desc = threading.Thread(
+                target=self._walk, name="scan-desc", daemon=True,
+                args=(run, head, desc, asc, state.scan_desc_after_id, None, outcome),
+            )  # fmt: skip
+            walk_desc.start()
+            try:
+                self._walk(run, self.source, asc, desc, state.scan_after_id, wm, outcome)
+            finally:
+                outcome.setdefault("stop", True)
+                walk_desc.join()
+            error = outcome.get("error")
+            if isinstance(error, BaseException):
+                raise error
+            if not outcome.get("done"):
+                return  # stopped: both checkpoints are committed
+        self._flush()
+        now = self.clock()
+        stale_before = now - timedelta(seconds=self.settings.stale_after_s)
+        name = self.settings.name
+        self.store.settle_cursor(name, self.settings.terminal_statuses, stale_before)
+        run.marked_missing = self.store.finish_scan(
+            name, self.clock(), self.settings.list_window_s is not None
+        )
+
+    def _walk(
+        self,
+        run: _Run,
+        source: PageSource,
+        mine: Edge,
+        other: Edge,
+        after: str | None,
+        wm: Watermark | None,
+        outcome: dict[str, BaseException | bool],
+    ) -> None:
+        """One chain of `_scan_both` until the list ends, the chains meet, a stop or an error."""
+        seen_last_ids: set[str] = set()
+        asc, desc = (mine, other) if mine.order == "asc" else (other, mine)
+        try:
+            while not outcome and not self._stop(run):
+                page = source.list_page(
+                    after=after, order=mine.order, limit=self.settings.page_size
+                )
+                records = self._parse(page)
+                with self._writing:
+                    if outcome:
+                        return  # the other chain completed the scan or failed meanwhile
+                    self._apply(run, page, records, watermark=wm, touch_all=True,
+                                edge=mine, other=other)  # fmt: skip
+                    if met(asc, desc) or self._last_page(run, page, seen_last_ids):
+                        outcome["done"] = True
+                after = page.last_id
+        except BaseException as exc:  # raised by `_scan_both`, in the calling thread
+            outcome.setdefault("error", exc)
+
     # --- stale open jobs ---------------------------------------------------------------------
 
     def _refresh_stale(self, run: _Run) -> None:
         now = self.clock()
+        self._flush()
         while not self._stop(run):
             ids = self.store.stale_open_ids(
                 self.settings.name,
@@ -372,6 +498,7 @@ class Syncer:
                     found.append(obj)
             page = Page(found, False, None, None)
             self._apply(run, page, self._parse(page), watermark=None, checked=ids, gone=gone)
+            self._flush()  # the next query must see these pages
 
     # --- one page ----------------------------------------------------------------------------
 
@@ -389,7 +516,13 @@ class Syncer:
 
     def _last_page(self, run: _Run, page: Page, seen_last_ids: set[str]) -> bool:
         """True at the end of the list; raises when the provider repeats a page."""
-        if not page.has_more or page.last_id is None:
+        if not page.has_more:
+            return True
+        if page.last_id is None:
+            self.errors(
+                ErrorEvent("decode", "has_more is true but last_id is null; stopping the pass",
+                           request_id=page.request_id)
+            )  # fmt: skip
             return True
         if not page.items:
             self.errors(
@@ -449,15 +582,24 @@ class Syncer:
         scan_after: bool = False,
         checked: list[str] | None = None,
         gone: list[str] | None = None,
+        edge: Edge | None = None,
+        other: Edge | None = None,
     ) -> list[bool]:
-        """Diff a page against the mirror and commit it; return whether each job holds."""
+        """Diff a page against the mirror and commit it; return whether each job holds.
+
+        `edge`: this page belongs to a chain of a scan from both ends (its checkpoint goes
+        with the page); jobs the `other` chain has already committed are not written again.
+        """
         snaps = self.store.snapshots([r.id for r in records]) if records else {}
+        if self._staged:
+            snaps.update((r.id, self._staged[r.id]) for r in records if r.id in self._staged)
         write = PageWrite(**self._base(run), checked=checked or [], gone=gone or [])
         stale_before = write.now - timedelta(seconds=self.settings.stale_after_s)
         holds: list[bool] = []
         for rec in records:
             snap = snaps.get(rec.id)
-            self._diff(rec, snap, write, touch_all)
+            if other is None or not other.covers(rec):
+                self._diff(rec, snap, write, touch_all)
             held = self._holds(rec, snap, stale_before)
             holds.append(held)
             if watermark is not None:
@@ -467,6 +609,9 @@ class Syncer:
             watermark.moved = False
         if scan_after:
             write.scan_after_id = page.last_id
+        if edge is not None:
+            edge.reach(records)
+            edge.checkpoint(write, page.last_id)
         run.counts.pages += 1 if checked is None else 0
         run.counts.items += len(page.items)
         self._commit(run, write)
@@ -478,12 +623,17 @@ class Syncer:
         if snap is None:
             write.inserts.append(rec)
             write.transitions.append(Transition(rec.id, None, rec.status, rec.progress))
+            self._staged[rec.id] = JobSnapshot(rec.status, rec.content_hash, write.now, False)
         elif snap.content_hash != rec.content_hash:
             write.updates.append(rec)
             if snap.status != rec.status:
                 write.transitions.append(Transition(rec.id, snap.status, rec.status, rec.progress))
+            self._staged[rec.id] = JobSnapshot(rec.status, rec.content_hash, snap.first_seen_at,
+                                               False)  # fmt: skip
         elif touch_all or snap.missing:
             write.touches.append(rec.id)
+            if snap.missing:
+                self._staged[rec.id] = replace(snap, missing=False)
         status = rec.status
         known = status in self._open or status in self._terminal
         if not known and status not in self._reported:
@@ -502,14 +652,28 @@ class Syncer:
 
     def _commit(self, run: _Run, write: PageWrite) -> None:
         write.errors = self.errors.drain()
+        run.reported.update(e.request_id for e in write.errors if e.request_id)
         run.counts.inserted += len(write.inserts)
         run.counts.updated += len(write.updates)
         run.counts.transitions += len(write.transitions)
         run.counts.errors += len(write.errors)
         self._count_requests(run)
-        self.store.write_page(write, self.lease_ttl_s)
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(write)
+        if (
+            len(self._pending) >= run.group_pages
+            or time.monotonic() - self._pending_since >= GROUP_S
+        ):
+            self._flush()
         if self.on_page is not None:
             self.on_page(run.counts)
+
+    def _flush(self) -> None:
+        """Commit the staged pages in one transaction."""
+        batches, self._pending, self._staged = self._pending, [], {}
+        if batches:
+            self.store.write_pages(batches, self.lease_ttl_s)
 
 
 def _floor_second(ts: datetime) -> datetime:

@@ -1,0 +1,253 @@
+"""The measurements: each builds what it needs, runs one thing, and returns numbers.
+
+Everything goes through the code `ingester backfill` / `ingester sync` run (`cli.make_syncer`,
+`VideosClient`, `Syncer`, `SqlStore`), against `bench.server` in another process.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from ingester.api import VideosClient
+from ingester.cli import make_syncer
+from ingester.config import Secret, SourceSettings
+from ingester.database import make_engine, migrate
+from ingester.protocols import Order, Page
+from ingester.store import SqlStore
+from ingester.sync import PassResult, Syncer
+
+from .server import API_KEY, Served
+
+POSTGRES_URL = "postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql"
+SOURCE = "bench"
+
+
+def settings(served: Served) -> SourceSettings:
+    """The source settings of the benchmark server (pages of 100)."""
+    return SourceSettings(
+        name=SOURCE, base_url=served.base_url, api_key=Secret(API_KEY), page_size=100
+    )
+
+
+# --- databases ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def database(backend: str, workdir: Path, server_url: str | None = None) -> Iterator[str]:
+    """A fresh, migrated database on `backend` for the block; dropped afterwards."""
+    if backend == "sqlite":
+        path = workdir / f"bench-{uuid.uuid4().hex[:8]}.db"
+        url = f"sqlite:///{path}"
+        _migrate(url)
+        try:
+            yield url
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    base = server_url or POSTGRES_URL
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    try:
+        _migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            if admin.dialect.name == "postgresql":
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+def _migrate(url: str) -> None:
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+
+
+def job_count(url: str) -> int:
+    """Rows in `video_jobs`."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM video_jobs")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def truncate(url: str) -> None:
+    """Empty every table (a fresh mirror without re-migrating)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in ("video_job_transitions", "video_jobs", "sync_errors", "sync_runs",
+                          "sync_state"):  # fmt: skip
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text("VACUUM ANALYZE"))
+        else:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("VACUUM")
+    finally:
+        engine.dispose()
+
+
+# --- the three timings of a backfill ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One timed run: wall seconds, and what it did."""
+
+    seconds: float
+    pages: int = 0
+    items: int = 0
+    requests: int = 0
+    written: int = 0
+
+    @property
+    def jobs_per_s(self) -> float:
+        """Items per wall second."""
+        return self.items / self.seconds if self.seconds else 0.0
+
+
+def fetch_only(served: Served, keep: dict[str | None, Page] | None = None) -> Timed:
+    """Walk the whole list `asc` through the client `ingester backfill` uses; no database."""
+    client = VideosClient(settings(served))
+    after: str | None = None
+    pages = items = 0
+    started = time.perf_counter()
+    with client:
+        while True:
+            page = client.list_page(after=after, order="asc", limit=100)
+            pages += 1
+            items += len(page.items)
+            if keep is not None:
+                keep[after] = page
+            if not page.has_more or page.last_id is None:
+                break
+            after = page.last_id
+        return Timed(time.perf_counter() - started, pages, items, client.requests)
+
+
+class MemorySource:
+    """A `PageSource` serving pages fetched beforehand: the write path without HTTP."""
+
+    def __init__(self, pages: dict[str | None, Page]) -> None:
+        self.pages = pages
+        self.requests = 0
+        self.retries = 0
+
+    def list_page(self, *, after: str | None, order: Order, limit: int) -> Page:
+        """The stored page that followed `after` (only the `asc` walk is stored)."""
+        assert order == "asc" and limit == 100, (order, limit)
+        self.requests += 1
+        return self.pages[after]
+
+    def get_video(self, video_id: str) -> Any | None:
+        """Not used by a backfill."""
+        raise AssertionError("get_video is not expected in a backfill")
+
+
+def write_only(served: Served, pages: dict[str | None, Page], url: str) -> Timed:
+    """The same pages through the same `Syncer.backfill` and `SqlStore`, no HTTP."""
+    engine = make_engine(url)
+    try:
+        syncer = Syncer(settings(served), MemorySource(pages), SqlStore(engine), owner="bench")
+        return _timed(syncer.backfill)
+    finally:
+        engine.dispose()
+
+
+def backfill(served: Served, url: str, *, both_ends: bool = True) -> Timed:
+    """What `ingester backfill` does (`cli.make_syncer`), timed in this process.
+
+    `both_ends`: walk from both ends with a second client, as `make_syncer` is to wire it
+    (`Syncer(head_source=...)`); attached here when the CLI does not do so (yet).
+    """
+    engine = make_engine(url)
+    head: VideosClient | None = None
+    try:
+        syncer = make_syncer(settings(served), SqlStore(engine), lease_ttl_s=120.0)
+        if both_ends and syncer.head_source is None:
+            head = VideosClient(settings(served), on_error=syncer.errors)
+            syncer.head_source = head
+        elif not both_ends:
+            syncer.head_source = None
+        return _timed(syncer.backfill)
+    finally:
+        if head is not None:
+            head.close()
+        engine.dispose()
+
+
+def sync_pass(served: Served, url: str) -> Timed:
+    """One incremental pass, as `ingester sync` runs it, timed in this process."""
+    engine = make_engine(url)
+    try:
+        syncer = make_syncer(settings(served), SqlStore(engine), lease_ttl_s=120.0)
+        return _timed(syncer.sync)
+    finally:
+        engine.dispose()
+
+
+def _timed(run: Any) -> Timed:
+    gc.collect()
+    started = time.perf_counter()
+    result: PassResult = run()
+    seconds = time.perf_counter() - started
+    if result.outcome != "succeeded":
+        raise RuntimeError(f"the pass ended {result.outcome}: {result.error}")
+    c = result.counts
+    return Timed(seconds, c.pages, c.items, c.requests, c.inserted + c.updated + c.transitions)
+
+
+# --- peak memory of the real command -------------------------------------------------------------
+
+
+def backfill_rss(served: Served, url: str) -> tuple[int, float]:
+    """Run `ingester backfill` in a subprocess: (its peak RSS in bytes, wall seconds)."""
+    exe = Path(sys.executable).with_name("ingester")
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": served.base_url,
+        "OPENAI_API_KEY": API_KEY,
+        "INGESTER_DATABASE_URL": url,
+    }
+    env.pop("INGESTER_CONFIG", None)
+    cmd = [str(exe), "--quiet", "backfill", "--no-progress"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    stderr = proc.stderr.read().decode() if proc.stderr is not None else ""
+    if proc.stderr is not None:
+        proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ingester backfill exited {proc.returncode}: {stderr.strip()}")
+    return usage.ru_maxrss * 1024, seconds  # ru_maxrss is in KiB on Linux
+
+
+def self_rss() -> int:
+    """This process's peak RSS in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
