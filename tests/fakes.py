@@ -7,10 +7,24 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ingester.errors import CursorRejectedError, NotServedError
 from ingester.protocols import Order, Page
+
+
+class Clock:
+    """An injectable clock of aware UTC datetimes."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 def job(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -26,21 +26,8 @@ from ingester.protocols import ErrorBuffer, Order, Page
 from ingester.simulator import FakeClock, Simulator, World
 from ingester.store import SqlStore
 from ingester.sync import Syncer
-from tests.fakes import ListSource, job
+from tests.fakes import Clock, ListSource, job
 from tests.test_model import assert_mirror_is_truth
-
-
-class Clock:
-    """An injectable clock of aware UTC datetimes."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class Twin:

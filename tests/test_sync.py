@@ -14,20 +14,7 @@ from ingester.errors import LeaseBusyError, NotServedError, PaginationLoopError
 from ingester.models import sync_errors, sync_runs, sync_state, video_job_transitions, video_jobs
 from ingester.store import SqlStore
 from ingester.sync import Syncer
-from tests.fakes import ListSource, job
-
-
-class Clock:
-    """An injectable clock of aware UTC datetimes."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.fakes import Clock, ListSource, job
 
 
 def make(source: ListSource, engine: Engine, clock: Clock | None = None, **settings: Any) -> Syncer:
