@@ -19,9 +19,11 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from json import encoder as _json_encoder
+from typing import Any, TypeVar
 
 MAX_ID_LEN = 255
 MAX_TS = 253402300799  # 9999-12-31T23:59:59Z
@@ -32,6 +34,10 @@ INT32 = 2**31
 _TOO_DEEP = "[nested too deeply]"
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 _SCALARS = frozenset({str, int, bool, type(None)})
+_FLAT = _SCALARS | {float, dict}
+_STR = frozenset({str})
+_Text = TypeVar("_Text", str, str | None)
+_REMIX = "remixed_from_video_id"
 
 
 class InvalidItem(ValueError):
@@ -42,9 +48,14 @@ class InvalidItem(ValueError):
         self.video_id = video_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VideoRecord:
-    """One validated video job, ready for the store."""
+    """One validated video job, ready for the store. Never modified once made.
+
+    (Not `frozen`: a frozen dataclass sets each of its 16 fields through
+    `object.__setattr__`, which tripled the cost of making one, for every job of a backfill.)
+    `raw` may be the very dict the item was decoded into, when it needed no cleaning.
+    """
 
     id: str
     status: str
@@ -94,8 +105,24 @@ def content_hash(raw: dict[str, Any]) -> str:
     return _digest(_canonical(raw))
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# The C encoder `json.dumps` builds anew on every call, built once: a third of the cost of
+# encoding one item. No circular check (markers=None): a decoded JSON value has no cycles, and
+# `clean` makes none. Falls back to the encoder object where there is no C accelerator.
+_C_ENCODE: Callable[[Any, int], Iterable[str]] | None = None
+_make_c_encoder = getattr(_json_encoder, "c_make_encoder", None)
+if _make_c_encoder is not None:
+    # markers, default, encoder, indent, key and item separators, sort_keys, skipkeys, allow_nan
+    _C_ENCODE = _make_c_encoder(
+        None, _ENCODER.default, _json_encoder.encode_basestring, None, ":", ",", True, False, True
+    )
+
+
 def _canonical(raw: dict[str, Any]) -> str:
-    return json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """`raw` as compact JSON with sorted keys, exactly as `json.dumps` with those options."""
+    if _C_ENCODE is None:
+        return _ENCODER.encode(raw)
+    return "".join(_C_ENCODE(raw, 0))
 
 
 def _digest(text: str) -> str:
@@ -142,13 +169,14 @@ def parse_video(item: Any) -> VideoRecord:
     status = raw.get("status")
     if not isinstance(status, str) or not status:
         raise InvalidItem("status is missing or not a string", vid)
-    created = _timestamp(raw, "created_at", vid, required=True)
-    assert created is not None
+    created = _when(raw, "created_at", vid)
+    if created is None:
+        raise InvalidItem("created_at is missing", vid)
     progress = raw.get("progress")
-    if progress is not None and (isinstance(progress, bool) or not isinstance(progress, int)):
+    if progress is not None and type(progress) is not int:
         if isinstance(progress, float) and progress.is_integer():
             progress = int(progress)
-        else:
+        elif isinstance(progress, bool) or not isinstance(progress, int):
             raise InvalidItem(f"progress is {type(progress).__name__}, not an integer", vid)
     if progress is not None and not -INT32 <= progress < INT32:
         raise InvalidItem(f"progress {progress} is out of range", vid)
@@ -158,35 +186,71 @@ def parse_video(item: Any) -> VideoRecord:
     error = raw.get("error")
     if error is not None and not isinstance(error, dict):
         raise InvalidItem(f"error is {type(error).__name__}, not an object", vid)
-    error_code = _fit(_text(error, "code", vid, "error.code")) if error else None
-    error_message = _fit(_text(error, "message", vid, "error.message")) if error else None
     return VideoRecord(
-        id=vid,
-        status=_short(status, vid, "status") or status,
-        progress=progress,
-        created_at=utc(created),
-        completed_at=_dt(_timestamp(raw, "completed_at", vid)),
-        expires_at=_dt(_timestamp(raw, "expires_at", vid)),
-        model=_short(_text(raw, "model", vid), vid, "model"),
-        prompt=_fit(_text(raw, "prompt", vid)),
-        size=_short(_text(raw, "size", vid), vid, "size"),
-        seconds=_short(_text({"seconds": seconds}, "seconds", vid), vid, "seconds"),
-        remixed_from_video_id=_short(
-            _text(raw, "remixed_from_video_id", vid), vid, "remixed_from_video_id"
-        ),
-        error_code=error_code,
-        error_message=error_message,
-        raw=raw,
-        content_hash=digest,
-        raw_json=canonical,
+        vid,
+        _short(status, vid, "status"),
+        progress,
+        created,
+        _when(raw, "completed_at", vid),
+        _when(raw, "expires_at", vid),
+        _short(_text(raw.get("model"), vid, "model"), vid, "model"),
+        _fit(_text(raw.get("prompt"), vid, "prompt")),
+        _short(_text(raw.get("size"), vid, "size"), vid, "size"),
+        _short(_text(seconds, vid, "seconds"), vid, "seconds"),
+        _short(_text(raw.get(_REMIX), vid, _REMIX), vid, _REMIX),
+        _fit(_text(error.get("code"), vid, "error.code")) if error else None,
+        _fit(_text(error.get("message"), vid, "error.message")) if error else None,
+        raw,
+        digest,
+        canonical,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An item of a page that is not stored, and the one-line reason (with its id if usable)."""
+
+    item: Any
+    message: str
+    video_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPage:
+    """The items of one page: valid records in list order, one per id, and the rest."""
+
+    records: tuple[VideoRecord, ...]
+    rejected: tuple[Rejected, ...]  # in list order
+
+
+def parse_items(items: Iterable[Any]) -> ParsedPage:
+    """Parse the items of one page. Of two items with one id the later is kept, in the place
+    of the earlier, and the earlier is rejected as a duplicate."""
+    records: list[VideoRecord] = []
+    rejected: list[Rejected] = []
+    index: dict[str, int] = {}
+    for item in items:
+        try:
+            rec = parse_video(item)
+        except InvalidItem as exc:
+            rejected.append(Rejected(item, f"malformed item: {exc}", exc.video_id))
+            continue
+        at = index.get(rec.id)
+        if at is not None:
+            message = "duplicate id in one page; the later copy is kept"
+            rejected.append(Rejected(item, message, rec.id))
+            records[at] = rec
+            continue
+        index[rec.id] = len(records)
+        records.append(rec)
+    return ParsedPage(tuple(records), tuple(rejected))
 
 
 def _cleaned(item: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
     """`clean(item)`, its canonical JSON text and digest; `InvalidItem` if nested too deeply.
 
-    The usual item (scalars, and objects of scalars) that has nothing to clean is only
-    copied: walking it value by value was the costliest part of a backfill's parsing.
+    The usual item (scalars, and objects of scalars) that has nothing to clean is returned as
+    it is: walking it value by value was the costliest part of a backfill's parsing.
     """
     if _flat(item):
         canonical = _canonical(item)
@@ -195,8 +259,7 @@ def _cleaned(item: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
         except UnicodeEncodeError:
             data = b"\\u0000"
         if b"\\u0000" not in data:  # NUL, as JSON text writes it
-            raw = {k: dict(v) if type(v) is dict else v for k, v in item.items()}
-            return raw, canonical, hashlib.blake2b(data, digest_size=16).hexdigest()
+            return item, canonical, hashlib.blake2b(data, digest_size=16).hexdigest()
     if depth(item) > MAX_DEPTH:
         given = item.get("id")
         usable = isinstance(given, str) and 0 < len(given) <= MAX_ID_LEN and given.isprintable()
@@ -209,48 +272,52 @@ def _cleaned(item: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
 
 def _flat(item: dict[Any, Any]) -> bool:
     """True for string keys and finite scalar values, or objects of them, one level deep."""
-    for key, value in item.items():
-        if type(key) is not str:
+    if not _STR.issuperset(map(type, item)):
+        return False
+    kinds = set(map(type, item.values()))
+    if kinds <= _SCALARS:
+        return True  # (checking types as a set runs in C: this is every item of a backfill)
+    if not kinds <= _FLAT:
+        return False
+    for value in item.values():
+        kind = type(value)
+        if kind is float and not math.isfinite(value):
             return False
-        if type(value) is dict:
-            if not all(type(k) is str and _scalar(v) for k, v in value.items()):
-                return False
-        elif not _scalar(value):
+        if kind is dict and not (
+            _STR.issuperset(map(type, value))
+            and all(type(v) in _SCALARS or _finite(v) for v in value.values())
+        ):
             return False
     return True
 
 
-def _scalar(value: Any) -> bool:
-    kind = type(value)
-    return kind in _SCALARS or (kind is float and math.isfinite(value))
+def _finite(value: Any) -> bool:
+    return type(value) is float and math.isfinite(value)
 
 
-def _timestamp(raw: dict[str, Any], key: str, vid: str, *, required: bool = False) -> int | None:
+def _when(raw: dict[str, Any], key: str, vid: str) -> datetime | None:
+    """The unix timestamp at `key` as an aware UTC datetime; None when absent."""
     value = raw.get(key)
     if value is None:
-        if required:
-            raise InvalidItem(f"{key} is missing", vid)
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidItem(f"{key} is {type(value).__name__}, not a unix timestamp", vid)
-    if not 0 <= value <= MAX_TS or value != value:
+    if type(value) is not int:  # (the usual case first: every job has three)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidItem(f"{key} is {type(value).__name__}, not a unix timestamp", vid)
+        if value != value:
+            raise InvalidItem(f"{key} {value!r} is out of range", vid)
+    if not 0 <= value <= MAX_TS:
         raise InvalidItem(f"{key} {value!r} is out of range", vid)
-    return int(value)
+    return datetime.fromtimestamp(int(value), UTC)
 
 
-def _dt(ts: int | None) -> datetime | None:
-    return None if ts is None else utc(ts)
-
-
-def _text(raw: dict[str, Any], key: str, vid: str, label: str | None = None) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str):
+def _text(value: Any, vid: str, label: str) -> str | None:
+    if value is None or type(value) is str:
         return value
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # e.g. an error code sent as a number: keep it, as text
-    raise InvalidItem(f"{label or key} is {type(value).__name__}, not a string", vid)
+    raise InvalidItem(f"{label} is {type(value).__name__}, not a string", vid)
 
 
 def _fit(value: str | None) -> str | None:
@@ -261,7 +328,7 @@ def _fit(value: str | None) -> str | None:
     return value if len(data) <= MAX_TEXT_BYTES else data[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
 
 
-def _short(value: str | None, vid: str, key: str) -> str | None:
+def _short(value: _Text, vid: str, key: str) -> _Text:
     if value is not None and len(value) > MAX_ID_LEN:
         raise InvalidItem(f"{key} is longer than {MAX_ID_LEN} characters", vid)
     return value
