@@ -1,17 +1,27 @@
-"""Overlap fetching the next page with writing the current one.
+"""Overlap fetching the next pages with writing the current one.
 
-`Prefetching` wraps a `PageSource`. After each `list_page(after=X)` that has more, it
-starts `list_page(after=page.last_id)` in a background thread, so the request is in flight
-while the caller diffs and commits the page it holds. The sync pass always asks for exactly
-that page next; any other request waits for the one in flight (one request at a time, so the
-client's session is never shared between threads) and is then sent as usual. An error of the
-prefetched request is raised when that page is asked for, exactly as without prefetching.
+`Prefetching` wraps a `PageSource`. After a `list_page(after=X, ahead=n)` that has more, a
+background thread fetches the pages that follow (`after=page.last_id`, and so on) while the
+caller diffs and commits the page it holds, keeping at most `n` pages fetched but not yet
+asked for. The sync pass always asks for exactly the next page; a request for anything else
+first discards what was read ahead and waits for the request in flight (one request at a
+time, so the client's session is never shared between threads), and is then sent as usual.
+An error of a page read ahead is raised when that page is asked for, exactly as without
+prefetching; nothing is read past it.
+
+An incremental pass reads one page ahead; a full scan reads several, so that the commit of
+a group of pages (which takes as long as a few requests) does not stall the requests.
+`prepare`, if given, is applied to each page read ahead, in the fetching thread: the sync
+pass parses pages there, so that parsing overlaps the commits (which release the GIL while
+the database works) instead of following them.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -22,13 +32,17 @@ IDLE_S = 30.0  # the fetching thread ends after this long without work (a new on
 
 
 class Prefetching:
-    """A PageSource that fetches the following list page while the caller works."""
+    """A PageSource that fetches the following list pages while the caller works."""
 
-    def __init__(self, inner: PageSource) -> None:
+    def __init__(self, inner: PageSource, prepare: Callable[[Page], Page] | None = None) -> None:
         self.inner = inner
-        self._pending: tuple[_Key, Future[Page]] | None = None
+        self.prepare = prepare
         self._lock = threading.Lock()
-        self._work: queue.SimpleQueue[tuple[_Key, Future[Page]]] = queue.SimpleQueue()
+        self._ahead: deque[tuple[_Key, Future[Page]]] = deque()  # in list order, not yet asked
+        self._depth = 0  # how far the current chain may read ahead
+        self._epoch = 0  # bumped when what was read ahead is discarded
+        self._in_flight: Future[Page] | None = None
+        self._work: queue.SimpleQueue[tuple[int, _Key, Future[Page]]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None  # one thread for all pages (cheaper)
 
     @property
@@ -41,14 +55,26 @@ class Prefetching:
         """Retries of the wrapped source."""
         return self.inner.retries
 
-    def list_page(self, *, after: str | None, order: Order, limit: int, ahead: bool = True) -> Page:
-        """The page asked for; with `ahead`, start fetching the one after it."""
+    def list_page(
+        self, *, after: str | None, order: Order, limit: int, ahead: int | bool = 1
+    ) -> Page:
+        """The page asked for; then keep up to `ahead` of the following pages fetched."""
         key: _Key = (after, order, limit)
-        page = self._take(key)
-        if page is None:
+        with self._lock:
+            front = self._ahead.popleft() if self._ahead and self._ahead[0][0] == key else None
+        if front is not None:
+            page = front[1].result()
+        else:
+            self.drain()
             page = self.inner.list_page(after=after, order=order, limit=limit)
-        if ahead and page.has_more and page.last_id is not None and page.items:
-            self._start((page.last_id, order, limit))
+        with self._lock:
+            self._depth = int(ahead)
+            if not self._ahead:
+                self._extend(page, key)
+            else:
+                last_key, last = self._ahead[-1]
+                if last.done() and last.exception() is None:
+                    self._extend(last.result(), last_key)
         return page
 
     def get_video(self, video_id: str) -> Any | None:
@@ -57,44 +83,57 @@ class Prefetching:
         return self.inner.get_video(video_id)
 
     def drain(self) -> None:
-        """Wait for and discard the request in flight (e.g. when the pass ends early)."""
+        """Discard what was read ahead and wait for the request in flight, if any."""
         with self._lock:
-            pending, self._pending = self._pending, None
-        if pending is not None:
-            pending[1].exception()  # wait; its outcome is not wanted
+            self._epoch += 1
+            self._ahead.clear()
+            in_flight = self._in_flight
+        if in_flight is not None:
+            in_flight.exception()  # wait; its outcome is not wanted
 
-    def _take(self, key: _Key) -> Page | None:
-        with self._lock:
-            pending, self._pending = self._pending, None
-        if pending is None:
-            return None
-        pending_key, future = pending
-        if pending_key != key:
-            future.exception()
-            return None
-        return future.result()
-
-    def _start(self, key: _Key) -> None:
+    def _extend(self, page: Page, key: _Key) -> None:
+        """Queue the page after `page` if the chain goes on and may read further (locked)."""
+        if len(self._ahead) >= self._depth:
+            return
+        if not (page.has_more and page.last_id is not None and page.items):
+            return
+        _after, order, limit = key
+        following: _Key = (page.last_id, order, limit)
         future: Future[Page] = Future()
-        with self._lock:
-            self._pending = (key, future)
-            self._work.put((key, future))
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._fetch, name="prefetch", daemon=True)
-                self._worker.start()
+        self._ahead.append((following, future))
+        self._work.put((self._epoch, following, future))
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._fetch, name="prefetch", daemon=True)
+            self._worker.start()
 
     def _fetch(self) -> None:
-        """The fetching thread: run the requests handed to it; end when idle a while."""
+        """The fetching thread: one request at a time; ends when idle a while."""
         while True:
             try:
-                (after, order, limit), future = self._work.get(timeout=IDLE_S)
+                epoch, key, future = self._work.get(timeout=IDLE_S)
             except queue.Empty:
                 with self._lock:
                     if self._work.empty():
                         self._worker = None
                         return
                 continue
+            with self._lock:
+                if epoch != self._epoch:  # discarded before it was sent
+                    future.cancel()
+                    continue
+                self._in_flight = future
+            after, order, limit = key
+            page: Page | None = None
             try:
-                future.set_result(self.inner.list_page(after=after, order=order, limit=limit))
+                page = self.inner.list_page(after=after, order=order, limit=limit)
+                if self.prepare is not None:
+                    page = self.prepare(page)
             except BaseException as exc:  # handed to the caller of that page
                 future.set_exception(exc)
+            else:
+                future.set_result(page)
+            with self._lock:
+                self._in_flight = None
+                last = self._ahead[-1][1] if self._ahead else None
+                if page is not None and epoch == self._epoch and last is future:
+                    self._extend(page, key)

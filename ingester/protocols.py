@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from .records import VideoRecord
+from .records import ParsedPage, VideoRecord
 
 Order = Literal["asc", "desc"]
 Stage = Literal["http", "decode", "validate", "store"]
@@ -26,6 +26,9 @@ class Page:
     first_id: str | None
     last_id: str | None
     request_id: str | None = None
+    # `items` parsed, when that was done ahead (by `Prefetching` in its fetching thread, so
+    # that it overlaps the writes of the pages before); None: parse them when used
+    parsed: ParsedPage | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ from .protocols import (
     Store,
     Transition,
 )
-from .records import InvalidItem, VideoRecord, clean, parse_video
+from .records import VideoRecord, clean, parse_items
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ STALE_BATCH = 100
 # commit. Incremental passes, a few pages at most, commit page by page.
 GROUP_PAGES = 16
 GROUP_S = 1.0
+READ_AHEAD = 8  # pages a full scan keeps fetched ahead, so a group's commit stalls no request
 
 
 def utcnow() -> datetime:
@@ -142,7 +143,7 @@ class Syncer:
         head_source: PageSource | None = None,
     ) -> None:
         self.settings = settings
-        self._prefetch = Prefetching(source) if prefetch else None
+        self._prefetch = Prefetching(source, _parsed) if prefetch else None
         self.source: PageSource = self._prefetch or source
         # A second client of the same provider: with it, a full scan also walks `desc` from
         # the head in a second thread, and the two chains meet in the middle (see `_scan_both`).
@@ -336,7 +337,7 @@ class Syncer:
         after, seen_last_ids = None, set[str]()
         self.errors(ErrorEvent("http", f"cursor {state.cursor_id} lost: {reason}; recovering"))
         while not self._stop(run):
-            page = self._list(after, "desc", ahead=False)
+            page = self._list(after, "desc", ahead=0)
             records = self._parse(page)
             holds = self._apply(run, page, records, watermark=None)
             for rec, held in zip(records, holds, strict=True):
@@ -377,7 +378,8 @@ class Syncer:
             )
         after, seen_last_ids = state.scan_after_id, set[str]()
         while not self._stop(run):
-            page = self._list(after, order, ahead=since is None and until is None)
+            ahead = READ_AHEAD if since is None and until is None else 0
+            page = self._list(after, order, ahead=ahead)
             records = self._parse(page)
             done = False
             if since is not None or until is not None:
@@ -407,7 +409,7 @@ class Syncer:
         head: PageSource = self.head_source
         if self._prefetch is not None:
             if self._head is None or self._head.inner is not self.head_source:
-                self._head = Prefetching(self.head_source)
+                self._head = Prefetching(self.head_source, _parsed)
             head = self._head
         asc = Edge("asc", state.scan_asc_created_at)
         desc = Edge("desc", state.scan_desc_created_at)
@@ -458,9 +460,7 @@ class Syncer:
         asc, desc = (mine, other) if mine.order == "asc" else (other, mine)
         try:
             while not outcome and not self._stop(run):
-                page = source.list_page(
-                    after=after, order=mine.order, limit=self.settings.page_size
-                )
+                page = self._page(source, after, mine.order, READ_AHEAD)
                 records = self._parse(page)
                 with self._writing:
                     if outcome:
@@ -502,12 +502,15 @@ class Syncer:
 
     # --- one page ----------------------------------------------------------------------------
 
-    def _list(self, after: str | None, order: Order, *, ahead: bool = True) -> Page:
-        """A list page; `ahead` prefetches the next one (off where the pass may stop early)."""
+    def _list(self, after: str | None, order: Order, *, ahead: int = 1) -> Page:
+        """A list page; prefetch `ahead` of the next ones (0 where the pass may stop early)."""
+        return self._page(self.source, after, order, ahead)
+
+    def _page(self, source: PageSource, after: str | None, order: Order, ahead: int) -> Page:
         limit = self.settings.page_size
-        if self._prefetch is not None:
-            return self._prefetch.list_page(after=after, order=order, limit=limit, ahead=ahead)
-        return self.source.list_page(after=after, order=order, limit=limit)
+        if isinstance(source, Prefetching):
+            return source.list_page(after=after, order=order, limit=limit, ahead=ahead)
+        return source.list_page(after=after, order=order, limit=limit)
 
     def _stop(self, run: _Run) -> bool:
         if self.should_stop():
@@ -540,27 +543,13 @@ class Syncer:
 
     def _parse(self, page: Page) -> list[VideoRecord]:
         """Valid records of a page in order, one per id; bad items become error events."""
-        records: list[VideoRecord] = []
-        index: dict[str, int] = {}
-        for item in page.items:
-            try:
-                rec = parse_video(item)
-            except InvalidItem as exc:
-                self.errors(
-                    ErrorEvent("validate", f"malformed item: {exc}", None, page.request_id,
-                               _payload(item), exc.video_id)
-                )  # fmt: skip
-                continue
-            if rec.id in index:
-                self.errors(
-                    ErrorEvent("validate", "duplicate id in one page; the later copy is kept",
-                               None, page.request_id, _payload(item), rec.id)
-                )  # fmt: skip
-                records[index[rec.id]] = rec
-                continue
-            index[rec.id] = len(records)
-            records.append(rec)
-        return records
+        parsed = page.parsed if page.parsed is not None else parse_items(page.items)
+        for bad in parsed.rejected:
+            self.errors(
+                ErrorEvent("validate", bad.message, None, page.request_id, _payload(bad.item),
+                           bad.video_id)
+            )  # fmt: skip
+        return list(parsed.records)
 
     def _base(self, run: _Run) -> dict[str, Any]:
         return {
@@ -689,6 +678,11 @@ def _beyond(rec: VideoRecord, order: Order, since: datetime | None, until: datet
     if order == "asc":
         return until is not None and rec.created_at >= until
     return since is not None and rec.created_at < since
+
+
+def _parsed(page: Page) -> Page:
+    """`page` with its items parsed (done ahead, in the fetching thread)."""
+    return replace(page, parsed=parse_items(page.items))
 
 
 def _cap(text: str | None) -> str | None:
