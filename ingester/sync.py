@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .commits import Committer
 from .config import SourceSettings
 from .errors import (
     ApiError,
@@ -153,6 +154,7 @@ class Syncer:
         self._pending: list[PageWrite] = []  # staged pages, committed together by `_flush`
         self._pending_since = 0.0
         self._staged: dict[str, JobSnapshot] = {}  # what the staged pages make of their jobs
+        self._committer = Committer(store, lease_ttl_s)  # commits full groups meanwhile
         self.store = store
         self.owner = owner
         self.errors = errors or ErrorBuffer()
@@ -248,6 +250,7 @@ class Syncer:
         """Commit the pages staged before `exc`, unless the store is what failed."""
         if isinstance(exc, StoreError | LeaseBusyError):
             self._pending, self._staged = [], {}
+            self._committer.abandon()
             return
         try:
             self._flush()
@@ -580,8 +583,9 @@ class Syncer:
         with the page); jobs the `other` chain has already committed are not written again.
         """
         snaps = self.store.snapshots([r.id for r in records]) if records else {}
-        if self._staged:
-            snaps.update((r.id, self._staged[r.id]) for r in records if r.id in self._staged)
+        for staged in (self._committer.staged, self._staged):  # in flight, then staged here
+            if staged:
+                snaps.update((r.id, staged[r.id]) for r in records if r.id in staged)
         write = PageWrite(**self._base(run), checked=checked or [], gone=gone or [])
         stale_before = write.now - timedelta(seconds=self.settings.stale_after_s)
         holds: list[bool] = []
@@ -654,15 +658,20 @@ class Syncer:
             len(self._pending) >= run.group_pages
             or time.monotonic() - self._pending_since >= GROUP_S
         ):
-            self._flush()
+            self._hand_over()  # committed while the next pages are diffed
         if self.on_page is not None:
             self.on_page(run.counts)
 
     def _flush(self) -> None:
-        """Commit the staged pages in one transaction."""
-        batches, self._pending, self._staged = self._pending, [], {}
+        """Commit the staged pages in one transaction, after any group in flight."""
+        self._hand_over()
+        self._committer.wait()
+
+    def _hand_over(self) -> None:
+        """Start committing the staged pages in one transaction, after any group in flight."""
+        batches, self._pending, staged, self._staged = self._pending, [], self._staged, {}
         if batches:
-            self.store.write_pages(batches, self.lease_ttl_s)
+            self._committer.submit(batches, staged)
 
 
 def _floor_second(ts: datetime) -> datetime:
