@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +33,8 @@ from ingester.sync import PassResult, Syncer
 from .server import API_KEY, Served
 
 POSTGRES_URL = "postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql"
-SOURCE = "bench"
+SOURCE = "default"  # the name `ingester` gives the one source of an environment-only config
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings(served: Served) -> SourceSettings:
@@ -123,6 +124,7 @@ class Timed:
     items: int = 0
     requests: int = 0
     written: int = 0
+    cpu_s: float = 0.0  # CPU time of this process (every thread) meanwhile
 
     @property
     def jobs_per_s(self) -> float:
@@ -135,7 +137,7 @@ def fetch_only(served: Served, keep: dict[str | None, Page] | None = None) -> Ti
     client = VideosClient(settings(served))
     after: str | None = None
     pages = items = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with client:
         while True:
             page = client.list_page(after=after, order="asc", limit=100)
@@ -146,7 +148,21 @@ def fetch_only(served: Served, keep: dict[str | None, Page] | None = None) -> Ti
             if not page.has_more or page.last_id is None:
                 break
             after = page.last_id
-        return Timed(time.perf_counter() - started, pages, items, client.requests)
+        return Timed(time.perf_counter() - started, pages, items, client.requests,
+                     cpu_s=time.process_time() - cpu)  # fmt: skip
+
+
+def request_time(served: Served, requests: int = 50) -> float:
+    """Median seconds of one list request, alone: the floor of each step of a chain."""
+    times: list[float] = []
+    after: str | None = None
+    with VideosClient(settings(served)) as client:
+        for _ in range(requests):
+            started = time.perf_counter()
+            page = client.list_page(after=after, order="asc", limit=100)
+            times.append(time.perf_counter() - started)
+            after = page.last_id if page.has_more else None
+    return statistics.median(times)
 
 
 class MemorySource:
@@ -212,42 +228,37 @@ def sync_pass(served: Served, url: str) -> Timed:
 
 def _timed(run: Any) -> Timed:
     gc.collect()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result: PassResult = run()
-    seconds = time.perf_counter() - started
+    seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
     if result.outcome != "succeeded":
         raise RuntimeError(f"the pass ended {result.outcome}: {result.error}")
     c = result.counts
-    return Timed(seconds, c.pages, c.items, c.requests, c.inserted + c.updated + c.transitions)
+    written = c.inserted + c.updated + c.transitions
+    return Timed(seconds, c.pages, c.items, c.requests, written, cpu_s)
 
 
 # --- peak memory of the real command -------------------------------------------------------------
 
 
-def backfill_rss(served: Served, url: str) -> tuple[int, float]:
+def backfill_rss(served: Served, url: str, workdir: Path) -> tuple[int, float]:
     """Run `ingester backfill` in a subprocess: (its peak RSS in bytes, wall seconds)."""
-    exe = Path(sys.executable).with_name("ingester")
+    report = workdir / f"rss-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "OPENAI_BASE_URL": served.base_url,
         "OPENAI_API_KEY": API_KEY,
         "INGESTER_DATABASE_URL": url,
+        "BENCH_RSS_FILE": str(report),
     }
     env.pop("INGESTER_CONFIG", None)
-    cmd = [str(exe), "--quiet", "backfill", "--no-progress"]
+    cmd = [sys.executable, "-m", "bench.rss_child", "--quiet", "backfill", "--no-progress"]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
-    stderr = proc.stderr.read().decode() if proc.stderr is not None else ""
-    if proc.stderr is not None:
-        proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ingester backfill exited {proc.returncode}: {stderr.strip()}")
-    return usage.ru_maxrss * 1024, seconds  # ru_maxrss is in KiB on Linux
-
-
-def self_rss() -> int:
-    """This process's peak RSS in bytes."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if done.returncode != 0:
+        raise RuntimeError(f"ingester backfill exited {done.returncode}: {done.stderr.strip()}")
+    try:
+        return int(report.read_text()), seconds
+    finally:
+        report.unlink(missing_ok=True)

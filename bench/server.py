@@ -58,7 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def wait_for_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
     with sim:
         print(json.dumps({"base_url": sim.base_url, "jobs": len(world), "open": args.open}),
               flush=True)  # fmt: skip
