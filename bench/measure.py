@@ -197,22 +197,15 @@ def write_only(served: Served, pages: dict[str | None, Page], url: str) -> Timed
 def backfill(served: Served, url: str, *, both_ends: bool = True) -> Timed:
     """What `ingester backfill` does (`cli.make_syncer`), timed in this process.
 
-    `both_ends`: walk from both ends with a second client, as `make_syncer` is to wire it
-    (`Syncer(head_source=...)`); attached here when the CLI does not do so (yet).
+    `both_ends=False`: without the head client, one chain walking `asc` (for comparison).
     """
     engine = make_engine(url)
-    head: VideosClient | None = None
     try:
         syncer = make_syncer(settings(served), SqlStore(engine), lease_ttl_s=120.0)
-        if both_ends and syncer.head_source is None:
-            head = VideosClient(settings(served), on_error=syncer.errors)
-            syncer.head_source = head
-        elif not both_ends:
+        if not both_ends:
             syncer.head_source = None
         return _timed(syncer.backfill)
     finally:
-        if head is not None:
-            head.close()
         engine.dispose()
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from . import status as status_mod
+from .budget import RequestBudget
 from .config import Settings, SourceSettings, load_settings
 from .database import make_engine, migrate, require_head, safe_url, schema_revision
 from .errors import (
@@ -170,11 +171,18 @@ def make_syncer(
     on_page: Callable[[RunCounts], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Syncer:
-    """Wire a client, an error buffer and a store into a Syncer for one source."""
+    """Wire two clients, an error buffer and a store into a Syncer for one source.
+
+    The second client walks the list from the head during a full scan (the two chains meet
+    in the middle); both spend one request budget, so `requests_per_minute` and a 429's pause
+    hold for the source as a whole.
+    """
     from .api import VideosClient
 
     errors = ErrorBuffer()
-    client = VideosClient(source, on_error=errors, sleep=sleep)
+    budget = RequestBudget(source.requests_per_minute, sleep)
+    client = VideosClient(source, on_error=errors, sleep=sleep, budget=budget)
+    head = VideosClient(source, on_error=errors, sleep=sleep, budget=budget)
     return Syncer(
         source,
         client,
@@ -184,6 +192,7 @@ def make_syncer(
         lease_ttl_s=lease_ttl_s,
         should_stop=should_stop,
         on_page=on_page,
+        head_source=head,
     )
 
 
@@ -419,8 +428,8 @@ def progress_reporter(enabled: bool | None) -> Iterator[Callable[[RunCounts], No
             width = os.get_terminal_size(sys.stderr.fileno()).columns
         except OSError:
             width = 0
-        bar = tqdm(
-            unit=" jobs",
+        bar = tqdm(  # items read (a scan from both ends reads the page where they meet twice)
+            unit=" items",
             unit_scale=True,
             file=sys.stderr,
             dynamic_ncols=width > 0,

@@ -82,15 +82,19 @@ class SourceWorker:
         self.last_summary = "no pass yet"
         budget = RequestBudget(source.requests_per_minute, stop.sleep)
         errors = ErrorBuffer()
-        self.client = VideosClient(
-            source,
-            on_error=errors,
-            sleep=stop.sleep,
-            budget=budget,
-            on_response=lambda status, elapsed: metrics.record_response(
-                source.name, status, elapsed
-            ),
-        )
+
+        def client() -> VideosClient:
+            return VideosClient(
+                source,
+                on_error=errors,
+                sleep=stop.sleep,
+                budget=budget,
+                on_response=lambda status, elapsed: metrics.record_response(
+                    source.name, status, elapsed
+                ),
+            )
+
+        self.client, self.head = client(), client()  # the head client walks from the head
         self.syncer = Syncer(
             source,
             self.client,
@@ -100,6 +104,7 @@ class SourceWorker:
             lease_ttl_s=settings.lease_ttl_s,
             should_stop=stop,
             on_page=lambda _counts: metrics.lease.labels(source.name).set(1),
+            head_source=self.head,  # the reconcile scan walks from both ends at once
         )
 
     def tick(self) -> None:
@@ -188,6 +193,7 @@ class SourceWorker:
     def close(self) -> None:
         """Close the HTTP session."""
         self.client.close()
+        self.head.close()
 
 
 class Service:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -221,7 +222,9 @@ def test_backfill_shows_a_progress_bar_on_a_terminal(env: dict[str, str]) -> Non
         screen += chunk
     os.close(master)
     assert proc.returncode == 0, out
-    assert b"120/" in screen or b"120 jobs" in screen, screen[-300:]
-    assert b"jobs" in screen and b"\r" in screen  # a redrawn bar, not log lines
+    items = re.search(r"(\d+) items in \d+ pages, 120 inserted", out)
+    assert items, out  # the 120 jobs, read from both ends (where they meet, twice)
+    assert f"{items[1]} items".encode() in screen and b"new=120" in screen, screen[-300:]
+    assert b"\r" in screen  # a redrawn bar, not log lines
     plain = ingester("backfill", env=env)  # stderr is a pipe here: no bar
     assert plain.returncode == 0 and "jobs/s" not in plain.stderr and "\r" not in plain.stderr
