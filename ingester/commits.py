@@ -16,9 +16,8 @@ group makes of its jobs, which the pass lays over what it reads.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 from .protocols import JobSnapshot, PageWrite, Store
@@ -32,6 +31,7 @@ class Committer:
         self.lease_ttl_s = lease_ttl_s
         self.staged: dict[str, JobSnapshot] = {}  # what the group in flight makes of its jobs
         self._in_flight: Future[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def submit(self, batches: Sequence[PageWrite], staged: dict[str, JobSnapshot]) -> None:
         """Start committing `batches` once the group before is committed (raising its error)."""
@@ -39,12 +39,10 @@ class Committer:
         last = batches[-1]
         # the run's counts as of this group: the pass goes on counting later pages meanwhile
         frozen = [*batches[:-1], replace(last, counts=replace(last.counts))]
-        future: Future[None] = Future()
-        self.staged, self._in_flight = staged, future
-        thread = threading.Thread(
-            target=self._commit, args=(frozen, future), name="commit", daemon=True
-        )
-        thread.start()
+        if self._pool is None:  # one thread for the pass (a thread per group fragmented memory)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self.staged = staged
+        self._in_flight = self._pool.submit(self.store.write_pages, frozen, self.lease_ttl_s)
 
     def wait(self) -> None:
         """Return once nothing is in flight; raise the error of the group in flight, if any."""
@@ -61,10 +59,9 @@ class Committer:
         with contextlib.suppress(Exception):
             self.wait()
 
-    def _commit(self, batches: Sequence[PageWrite], future: Future[None]) -> None:
-        try:
-            self.store.write_pages(batches, self.lease_ttl_s)
-        except BaseException as exc:  # handed to the pass's thread
-            future.set_exception(exc)
-        else:
-            future.set_result(None)
+    def close(self) -> None:
+        """Wait for the group in flight, whatever its outcome, and end the thread."""
+        self.abandon()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)

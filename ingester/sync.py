@@ -207,6 +207,7 @@ class Syncer:
                     for prefetching in (self._prefetch, self._head):
                         if prefetching is not None:
                             prefetching.drain()
+                    self._committer.close()
             except Interrupted:
                 run.stopped = True
             except (IngesterError, KeyboardInterrupt) as exc:
