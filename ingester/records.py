@@ -147,11 +147,6 @@ def depth(value: Any, limit: int = MAX_DEPTH) -> int:
     return deepest
 
 
-def utc(ts: int) -> datetime:
-    """Unix seconds as an aware UTC datetime."""
-    return datetime.fromtimestamp(ts, UTC)
-
-
 def parse_video(item: Any) -> VideoRecord:
     """Validate one raw list item; raise `InvalidItem` with a one-line reason if malformed."""
     if not isinstance(item, dict):

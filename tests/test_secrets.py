@@ -141,8 +141,11 @@ def test_cli_and_service_never_show_a_secret(
     redirect = Fault.error(302, headers={"Location": f"https://evil.test/v1?key={KEY}"})
     sim.faults.push(redirect)
     cli("sync, key in a redirect", "sync", code=1)
-    sim.faults.push(Fault.raw(ECHO.encode(), 502, "text/plain"), count=3, path_contains="after=")
+    # every page after the first fails (the backfill's two chains share the faults, so a
+    # fixed count could be spread over both and retried away)
+    sim.faults.push(Fault.raw(ECHO.encode(), 502, "text/plain"), count=1000, path_contains="after=")
     cli("backfill", "-vv", "backfill", "--no-progress", code=1)
+    sim.faults.clear()  # what the failed pass left unsent
 
     # read-only commands and refused connections, side by side
     wrong = mariadb_url.replace(quote(PASSWORD, safe=""), quote(PASSWORD + "-wrong", safe=""))
@@ -180,9 +183,11 @@ def test_cli_and_service_never_show_a_secret(
     d = Proc(["-vv", "run"], with_config, tmp_path / "daemon.log", notify=True)
     try:
         wait_for(lambda: any("READY=1" in m for m in d.notified()), 30, "READY")
-        sim.faults.push(Fault.raw(ECHO.encode(), 503), count=4)
-        wait_for(lambda: sim.faults.pending == 0, 30, "the faults to be served")
+        # until a pass fails (a fixed count could be spread over a scan's two chains and
+        # retried away)
+        sim.faults.push(Fault.raw(ECHO.encode(), 503), count=1000)
         wait_for(lambda: any("failed" in m for m in d.notified()), 30, "a failed STATUS")
+        sim.faults.clear()
         for path in ("/metrics", "/healthz"):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
