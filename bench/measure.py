@@ -84,34 +84,6 @@ def _migrate(url: str) -> None:
     engine.dispose()
 
 
-def job_count(url: str) -> int:
-    """Rows in `video_jobs`."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM video_jobs")).scalar_one())
-    finally:
-        engine.dispose()
-
-
-def truncate(url: str) -> None:
-    """Empty every table (a fresh mirror without re-migrating)."""
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            for table in ("video_job_transitions", "video_jobs", "sync_errors", "sync_runs",
-                          "sync_state"):  # fmt: skip
-                conn.execute(sa.text(f"DELETE FROM {table}"))
-        if engine.dialect.name == "postgresql":
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(sa.text("VACUUM ANALYZE"))
-        else:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("VACUUM")
-    finally:
-        engine.dispose()
-
-
 # --- the three timings of a backfill ------------------------------------------------------------
 
 
@@ -125,11 +97,6 @@ class Timed:
     requests: int = 0
     written: int = 0
     cpu_s: float = 0.0  # CPU time of this process (every thread) meanwhile
-
-    @property
-    def jobs_per_s(self) -> float:
-        """Items per wall second."""
-        return self.items / self.seconds if self.seconds else 0.0
 
 
 def fetch_only(served: Served, keep: dict[str | None, Page] | None = None) -> Timed:
@@ -194,16 +161,11 @@ def write_only(served: Served, pages: dict[str | None, Page], url: str) -> Timed
         engine.dispose()
 
 
-def backfill(served: Served, url: str, *, both_ends: bool = True) -> Timed:
-    """What `ingester backfill` does (`cli.make_syncer`), timed in this process.
-
-    `both_ends=False`: without the head client, one chain walking `asc` (for comparison).
-    """
+def backfill(served: Served, url: str) -> Timed:
+    """What `ingester backfill` does (`cli.make_syncer`), timed in this process."""
     engine = make_engine(url)
     try:
         syncer = make_syncer(settings(served), SqlStore(engine), lease_ttl_s=120.0)
-        if not both_ends:
-            syncer.head_source = None
         return _timed(syncer.backfill)
     finally:
         engine.dispose()

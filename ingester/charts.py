@@ -13,14 +13,7 @@ from datetime import date, datetime
 from html import escape
 from typing import Any
 
-GREEN, RED, BLUE, GREY, AMBER, INK = (
-    "#1f9d6b",
-    "#e5484d",
-    "#3e63dd",
-    "#a1a1aa",
-    "#f59e0b",
-    "#1c2024",
-)
+GREEN, RED, BLUE, GREY, AMBER = ("#1f9d6b", "#e5484d", "#3e63dd", "#a1a1aa", "#f59e0b")
 STATUS_COLORS = (("completed", GREEN), ("failed", RED), ("open", BLUE), ("missing", GREY))
 
 

@@ -55,9 +55,7 @@ class Prefetching:
         """Retries of the wrapped source."""
         return self.inner.retries
 
-    def list_page(
-        self, *, after: str | None, order: Order, limit: int, ahead: int | bool = 1
-    ) -> Page:
+    def list_page(self, *, after: str | None, order: Order, limit: int, ahead: int = 1) -> Page:
         """The page asked for; then keep up to `ahead` of the following pages fetched."""
         key: _Key = (after, order, limit)
         with self._lock:
@@ -68,7 +66,7 @@ class Prefetching:
             self.drain()
             page = self.inner.list_page(after=after, order=order, limit=limit)
         with self._lock:
-            self._depth = int(ahead)
+            self._depth = ahead
             if not self._ahead:
                 self._extend(page, key)
             else:

@@ -160,13 +160,6 @@ class PageWrite:
     scan_desc_after_id: str | None = None
     scan_desc_created_at: datetime | None = None
 
-    def has_job_writes(self) -> bool:
-        """True when the page changes any job row or transition."""
-        return bool(
-            self.inserts or self.updates or self.touches or self.checked or self.gone
-            or self.transitions
-        )  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
 class ScanStart:
