@@ -42,6 +42,7 @@ class Prefetching:
         self._depth = 0  # how far the current chain may read ahead
         self._epoch = 0  # bumped when what was read ahead is discarded
         self._in_flight: Future[Page] | None = None
+        self._tail: Future[Page] | None = None  # the last page queued in this chain
         self._work: queue.SimpleQueue[tuple[int, _Key, Future[Page]]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None  # one thread for all pages (cheaper)
 
@@ -59,6 +60,7 @@ class Prefetching:
         """The page asked for; then keep up to `ahead` of the following pages fetched."""
         key: _Key = (after, order, limit)
         with self._lock:
+            self._depth = ahead  # before the page in flight lands: it extends by this depth
             front = self._ahead.popleft() if self._ahead and self._ahead[0][0] == key else None
         if front is not None:
             page = front[1].result()
@@ -85,6 +87,7 @@ class Prefetching:
         with self._lock:
             self._epoch += 1
             self._ahead.clear()
+            self._tail = None
             in_flight = self._in_flight
         if in_flight is not None:
             in_flight.exception()  # wait; its outcome is not wanted
@@ -99,6 +102,7 @@ class Prefetching:
         following: _Key = (page.last_id, order, limit)
         future: Future[Page] = Future()
         self._ahead.append((following, future))
+        self._tail = future
         self._work.put((self._epoch, following, future))
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._fetch, name="prefetch", daemon=True)
@@ -132,6 +136,6 @@ class Prefetching:
                 future.set_result(page)
             with self._lock:
                 self._in_flight = None
-                last = self._ahead[-1][1] if self._ahead else None
-                if page is not None and epoch == self._epoch and last is future:
+                # the chain goes on from here, even if the caller already took this page
+                if page is not None and epoch == self._epoch and self._tail is future:
                     self._extend(page, key)
