@@ -59,6 +59,7 @@ class Seen:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    target: str = ""  # the request line's target as sent (absolute through a proxy)
 
 
 def page(*ids: str, has_more: bool = False) -> Step:
@@ -76,7 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         script = self.server.script
         parts = urlsplit(self.path)
-        script.seen.append(Seen(parts.path, parse_qs(parts.query), dict(self.headers.items())))
+        script.seen.append(
+            Seen(parts.path, parse_qs(parts.query), dict(self.headers.items()), self.path)
+        )
         with script.lock:
             step = script.steps.popleft() if script.steps else None
         if step is None:
@@ -235,6 +238,42 @@ def test_azure_sends_api_key_header_not_bearer(server: Script) -> None:
     headers = {k.lower(): v for k, v in server.seen[0].headers.items()}
     assert headers["api-key"] == KEY
     assert "authorization" not in headers
+
+
+def test_an_after_id_of_any_characters_reaches_the_server_intact(
+    server: Script, harness: Harness
+) -> None:
+    odd = "video_a b&c=d/é?#%"
+    server.add(page("x"))
+    harness.list(after=odd)
+    assert server.seen[0].query == {"limit": ["100"], "order": ["asc"], "after": [odd]}
+
+
+def test_the_proxy_of_the_environment_is_used(
+    server: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured (read when the client is made): the provider's address here
+    has nothing listening, only the proxy (the script server) can answer."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/v1"))
+    h = Harness(server, base_url="http://127.0.0.1:9/v1")
+    server.add(page("a"))
+    assert [i["id"] for i in h.list().items] == ["a"]
+    assert server.seen[0].target.startswith("http://127.0.0.1:9/v1/videos?")
+    assert {k.lower(): v for k, v in server.seen[0].headers.items()}["authorization"] == (
+        f"Bearer {KEY}"
+    )
+
+
+def test_cookies_the_provider_sets_are_sent_back(server: Script, harness: Harness) -> None:
+    first = page("a", has_more=True)
+    first.headers["Set-Cookie"] = "__cf_bm=abc123; Path=/; HttpOnly"
+    server.add(first, page("b"))
+    harness.list()
+    harness.list(after="a")
+    cookies = [{k.lower(): v for k, v in s.headers.items()}.get("cookie") for s in server.seen]
+    assert cookies == [None, "__cf_bm=abc123"]
 
 
 def test_get_video_quotes_the_id_and_returns_none_on_404(server: Script, harness: Harness) -> None:
