@@ -13,22 +13,58 @@ An incremental pass reads one page ahead; a full scan reads several, so that the
 a group of pages (which takes as long as a few requests) does not stall the requests.
 `prepare`, if given, is applied to each page read ahead, in the fetching thread: the sync
 pass parses pages there, so that parsing overlaps the commits (which release the GIL while
-the database works) instead of following them.
+the database works) instead of following them. It may be changed at any time (it applies to
+the pages fetched from then on), so the caller must take pages prepared or not: a scan from
+both ends turns it off, because there the next request of a chain matters more than the
+parse, which would delay it.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from .protocols import Order, Page, PageSource
 
 _Key = tuple[str | None, Order, int]
 IDLE_S = 30.0  # the fetching thread ends after this long without work (a new one starts later)
+SWITCH_S = 0.001  # the interpreter's thread switch interval while `quick_switches` is on
+
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_before = 0.0
+
+
+@contextmanager
+def quick_switches(interval_s: float = SWITCH_S) -> Iterator[None]:
+    """Within the block, a thread waiting for the GIL waits at most about `interval_s`.
+
+    A fetching thread gives the GIL up at every socket call (about ten a request) and must
+    take it back to go on; while other threads run Python (parsing, diffing, building rows)
+    that takes up to the interpreter's switch interval, 5 ms by default, each time. With
+    requests sequential by the API, those waits add up on the critical path of a scan. The
+    interval is process-wide: nested and concurrent blocks keep it until the last one ends,
+    then the interval from before the first is restored.
+    """
+    global _switch_users, _switch_before
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval_s, _switch_before))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 class Prefetching:

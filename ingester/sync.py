@@ -34,7 +34,7 @@ from .errors import (
     StoreError,
 )
 from .meeting import Edge, met
-from .prefetch import Prefetching
+from .prefetch import Prefetching, quick_switches
 from .protocols import (
     ErrorBuffer,
     ErrorEvent,
@@ -413,7 +413,7 @@ class Syncer:
         head: PageSource = self.head_source
         if self._prefetch is not None:
             if self._head is None or self._head.inner is not self.head_source:
-                self._head = Prefetching(self.head_source, _parsed)
+                self._head = Prefetching(self.head_source)
             head = self._head
         asc = Edge("asc", state.scan_asc_created_at)
         desc = Edge("desc", state.scan_desc_created_at)
@@ -429,12 +429,21 @@ class Syncer:
                 target=self._walk, name="scan-desc", daemon=True,
                 args=(run, head, desc, asc, state.scan_desc_after_id, None, outcome),
             )  # fmt: skip
-            walk_desc.start()
-            try:
-                self._walk(run, self.source, asc, desc, state.scan_after_id, wm, outcome)
-            finally:
-                outcome.setdefault("stop", True)
-                walk_desc.join()
+            # Each step of a chain is a request and whatever stands between its answer and
+            # the next request: the chains parse their pages in their own threads, while the
+            # next request is out, and the fetching threads get the GIL back quickly.
+            prepare = self._prefetch.prepare if self._prefetch is not None else None
+            with quick_switches():
+                if self._prefetch is not None:
+                    self._prefetch.prepare = None
+                walk_desc.start()
+                try:
+                    self._walk(run, self.source, asc, desc, state.scan_after_id, wm, outcome)
+                finally:
+                    outcome.setdefault("stop", True)
+                    walk_desc.join()
+                    if self._prefetch is not None:
+                        self._prefetch.prepare = prepare
             error = outcome.get("error")
             if isinstance(error, BaseException):
                 raise error

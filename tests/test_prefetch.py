@@ -4,6 +4,7 @@ useless, and prepares pages in its own thread."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from ingester.errors import TransientApiError
-from ingester.prefetch import Prefetching
+from ingester.prefetch import Prefetching, quick_switches
 from ingester.protocols import Order, Page
 from ingester.records import parse_items
 from tests.fakes import ListSource, job
@@ -158,3 +159,26 @@ def test_get_video_waits_for_the_request_in_flight() -> None:
     pf.list_page(after=None, order="asc", limit=10, ahead=3)
     assert pf.get_video("video_000050") is not None
     assert source.overlaps == 0
+
+
+def test_quick_switches_hold_until_the_last_block_ends_then_restore() -> None:
+    before = sys.getswitchinterval()
+    entered, release = threading.Event(), threading.Event()
+
+    def other_scan() -> None:
+        with quick_switches(0.001):
+            entered.set()
+            release.wait(5)
+
+    with quick_switches(0.001):
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        worker = threading.Thread(target=other_scan)
+        worker.start()
+        assert entered.wait(5)
+    assert sys.getswitchinterval() == pytest.approx(0.001)  # the other block is still on
+    release.set()
+    worker.join()
+    assert sys.getswitchinterval() == before
+    with quick_switches(1.0):  # never longer than it was
+        assert sys.getswitchinterval() == before
+    assert sys.getswitchinterval() == before
