@@ -249,6 +249,14 @@ def test_an_after_id_of_any_characters_reaches_the_server_intact(
     assert server.seen[0].query == {"limit": ["100"], "order": ["asc"], "after": [odd]}
 
 
+def test_a_base_url_is_sent_as_requests_writes_it(server: Script) -> None:
+    h = Harness(server, base_url=server.url + "/é x")
+    server.add(page("a"))
+    h.list(after="b")
+    assert server.seen[0].path == "/v1/%C3%A9%20x/videos"
+    assert server.seen[0].query == {"limit": ["100"], "order": ["asc"], "after": ["b"]}
+
+
 def test_the_proxy_of_the_environment_is_used(
     server: Script, monkeypatch: pytest.MonkeyPatch
 ) -> None:
