@@ -206,9 +206,10 @@ class VideosClient:
         env = self._session.merge_environment_settings(self._base, {}, None, None, None)
         self._proxies: dict[str, str] = dict(env["proxies"])
         self._cert: str | tuple[str, str] | None = env["cert"]
-        # without TLS a CA bundle path (REQUESTS_CA_BUNDLE) would only cost a stat() a request
-        https = self._base.lower().startswith("https:")
-        self._verify: bool | str | None = env["verify"] if https else True
+        # without TLS anywhere (plain HTTP, no proxy that may be HTTPS), a CA bundle path
+        # (REQUESTS_CA_BUNDLE) would only cost a stat() a request
+        tls = self._base.lower().startswith("https:") or bool(self._proxies)
+        self._verify: bool | str | None = env["verify"] if tls else True
         self._policy = retry_policy(source.max_retries, source.max_retry_wait_s, sleep)
         self.requests = 0
         self.retries = 0

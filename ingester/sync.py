@@ -436,12 +436,14 @@ class Syncer:
             with quick_switches():
                 if self._prefetch is not None:
                     self._prefetch.prepare = None
-                walk_desc.start()
                 try:
-                    self._walk(run, self.source, asc, desc, state.scan_after_id, wm, outcome)
+                    walk_desc.start()
+                    try:
+                        self._walk(run, self.source, asc, desc, state.scan_after_id, wm, outcome)
+                    finally:
+                        outcome.setdefault("stop", True)
+                        walk_desc.join()
                 finally:
-                    outcome.setdefault("stop", True)
-                    walk_desc.join()
                     if self._prefetch is not None:
                         self._prefetch.prepare = prepare
             error = outcome.get("error")
