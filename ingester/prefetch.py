@@ -13,10 +13,10 @@ An incremental pass reads one page ahead; a full scan reads several, so that the
 a group of pages (which takes as long as a few requests) does not stall the requests.
 `prepare`, if given, is applied to each page read ahead, in the fetching thread: the sync
 pass parses pages there, so that parsing overlaps the commits (which release the GIL while
-the database works) instead of following them. It may be changed at any time (it applies to
-the pages fetched from then on), so the caller must take pages prepared or not: a scan from
-both ends turns it off, because there the next request of a chain matters more than the
-parse, which would delay it.
+the database works) instead of following them. It may be changed at any time (`preparing`:
+it applies to the pages fetched from then on), so the caller must take pages prepared or
+not: a scan from both ends turns it off, because there the next request of a chain matters
+more than the parse, which would delay it.
 """
 
 from __future__ import annotations
@@ -104,7 +104,6 @@ class Prefetching:
             self.drain()
             page = self.inner.list_page(after=after, order=order, limit=limit)
         with self._lock:
-            self._depth = ahead
             if not self._ahead:
                 self._extend(page, key)
             else:
@@ -112,6 +111,15 @@ class Prefetching:
                 if last.done() and last.exception() is None:
                     self._extend(last.result(), last_key)
         return page
+
+    @contextmanager
+    def preparing(self, prepare: Callable[[Page], Page] | None) -> Iterator[None]:
+        """Use `prepare` for the pages fetched within the block; the one before after it."""
+        before, self.prepare = self.prepare, prepare
+        try:
+            yield
+        finally:
+            self.prepare = before
 
     def get_video(self, video_id: str) -> Any | None:
         """`GET /videos/{id}`, after any list request in flight."""

@@ -18,6 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -432,20 +433,15 @@ class Syncer:
             # Each step of a chain is a request and whatever stands between its answer and
             # the next request: the chains parse their pages in their own threads, while the
             # next request is out, and the fetching threads get the GIL back quickly.
-            prepare = self._prefetch.prepare if self._prefetch is not None else None
-            with quick_switches():
-                if self._prefetch is not None:
-                    self._prefetch.prepare = None
+            pf = self._prefetch
+            parse_here = nullcontext() if pf is None else pf.preparing(None)
+            with quick_switches(), parse_here:
+                walk_desc.start()
                 try:
-                    walk_desc.start()
-                    try:
-                        self._walk(run, self.source, asc, desc, state.scan_after_id, wm, outcome)
-                    finally:
-                        outcome.setdefault("stop", True)
-                        walk_desc.join()
+                    self._walk(run, self.source, asc, desc, state.scan_after_id, wm, outcome)
                 finally:
-                    if self._prefetch is not None:
-                        self._prefetch.prepare = prepare
+                    outcome.setdefault("stop", True)
+                    walk_desc.join()
             error = outcome.get("error")
             if isinstance(error, BaseException):
                 raise error
