@@ -27,8 +27,9 @@ from ingester.cli import make_syncer
 from ingester.config import Secret, SourceSettings
 from ingester.database import make_engine, migrate
 from ingester.protocols import Order, Page
+from ingester.runs import PassResult
 from ingester.store import SqlStore
-from ingester.sync import PassResult, Syncer
+from ingester.sync import Syncer
 
 from .server import API_KEY, Served
 

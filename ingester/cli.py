@@ -37,8 +37,9 @@ from .errors import (
     StoreError,
 )
 from .protocols import ErrorBuffer, RunCounts
+from .runs import PassResult
 from .store import SqlStore
-from .sync import PassResult, Syncer
+from .sync import Syncer
 
 log = logging.getLogger("ingester")
 

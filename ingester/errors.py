@@ -11,7 +11,7 @@
      ├── StoreError             the database failed (driver errors translated here)
      │    └── SchemaError           the schema is not at the migration head
      ├── LeaseBusyError         another process holds this source's lease
-     ├── PaginationLoopError    the provider repeated a page (same `last_id`)
+     ├── PagingError            a full scan met a page that ignored `after`/`order`/`limit`
      └── Interrupted            a stop was requested during a wait
 
 Every message is safe to print and log: no API key or password is ever put in one.
@@ -88,8 +88,9 @@ class LeaseBusyError(IngesterError):
     """Another process holds the lease of this source."""
 
 
-class PaginationLoopError(IngesterError):
-    """The provider answered the same page again; following it would loop forever."""
+class PagingError(IngesterError):
+    """A page proved nothing (the provider ignores `after`, `order` or `limit`): a full scan
+    cannot be complete."""
 
 
 class Interrupted(IngesterError):

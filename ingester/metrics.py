@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .errors import ConfigError
-from .sync import PassResult
+from .runs import PassResult
 
 log = logging.getLogger(__name__)
 

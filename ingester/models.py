@@ -171,6 +171,13 @@ sync_state = sa.Table(
     sa.Column("scan_desc_after_id", sa.String(ID_LEN)),
     sa.Column("scan_asc_created_at", UTCDateTime()),
     sa.Column("scan_desc_created_at", UTCDateTime()),
+    # the span a scan has listed (0004): only jobs created within it can be marked missing
+    sa.Column("scan_oldest_at", UTCDateTime()),
+    sa.Column("scan_newest_at", UTCDateTime()),
+    # how the list can be read (0004): NULL paged, "head-only" when it cannot be paged
+    sa.Column("list_mode", sa.String(16)),
+    sa.Column("list_mode_reason", sa.Text),
+    sa.Column("list_mode_since", UTCDateTime()),
     sa.Column("last_full_scan_at", UTCDateTime()),
     sa.Column("last_success_at", UTCDateTime()),
     sa.Column("reported_statuses", JSONType),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from .records import ParsedPage, VideoRecord
+from .records import VideoRecord
 
 Order = Literal["asc", "desc"]
 Stage = Literal["http", "decode", "validate", "store"]
@@ -26,9 +26,6 @@ class Page:
     first_id: str | None
     last_id: str | None
     request_id: str | None = None
-    # `items` parsed, when that was done ahead (by `Prefetching` in its fetching thread, so
-    # that it overlaps the writes of the pages before); None: parse them when used
-    parsed: ParsedPage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +87,7 @@ class SourceState:
     cursor_id: str | None = None
     cursor_created_at: datetime | None = None
     cursor_missing: bool = False
+    cursor_after: str | None = None  # the cursor job's id as the provider listed it
     scan_kind: str | None = None
     scan_run_id: int | None = None
     scan_started_at: datetime | None = None
@@ -101,6 +99,12 @@ class SourceState:
     scan_desc_after_id: str | None = None
     scan_asc_created_at: datetime | None = None
     scan_desc_created_at: datetime | None = None
+    # the oldest and newest job a scan has listed: only jobs between them can be marked missing
+    scan_oldest_at: datetime | None = None
+    scan_newest_at: datetime | None = None
+    list_mode: str | None = None  # None: paged; "head-only": the list cannot be paged
+    list_mode_reason: str | None = None
+    last_success_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,8 @@ class PageWrite:
     scan_asc_created_at: datetime | None = None
     scan_desc_after_id: str | None = None
     scan_desc_created_at: datetime | None = None
+    scan_oldest_at: datetime | None = None
+    scan_newest_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +207,6 @@ class Store(Protocol):
         """The stored snapshot of each of `ids` that is in the mirror."""
         ...
 
-    def write_page(self, batch: PageWrite, lease_ttl_s: float) -> None:
-        """Commit one page: rows, transitions, errors, cursor/checkpoint, run counts, lease."""
-        ...
-
     def write_pages(self, batches: Sequence[PageWrite], lease_ttl_s: float) -> None:
         """Commit consecutive pages of one run in one transaction, in order."""
         ...
@@ -220,20 +222,31 @@ class Store(Protocol):
     def finish_scan(self, source: str, now: datetime, windowed: bool) -> int:
         """Close the pending scan: mark jobs it did not see missing; return how many.
 
-        `windowed`: the provider lists only a recent window, so jobs older than the oldest
-        one the scan saw (plus the scan's duration) are out of sight, not gone.
+        Only jobs created within the span the scan listed are marked. `windowed`: the
+        provider lists only a recent window, so the span's old end also slid while the scan
+        ran (the store also assumes so when it holds jobs older than the span).
         """
         ...
 
-    def stale_open_ids(
+    def abandon_scan(self, source: str) -> None:
+        """Drop the pending scan's checkpoint: it cannot be completed."""
+        ...
+
+    def set_list_mode(
+        self, source: str, mode: str | None, reason: str | None, now: datetime
+    ) -> None:
+        """Remember how the source's list can be read (None: paged, or "head-only")."""
+        ...
+
+    def open_jobs(
         self,
         source: str,
         terminal: tuple[str, ...],
         first_seen_before: datetime,
         checked_before: datetime,
         limit: int,
-    ) -> list[str]:
-        """Open jobs older than the stale age, not re-read since `checked_before`."""
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Open jobs first seen before, and not re-read since, the times given: (id, raw)."""
         ...
 
     def settle_cursor(

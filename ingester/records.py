@@ -15,6 +15,7 @@ TEXT), while `raw` keeps the whole value.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -73,6 +74,27 @@ class VideoRecord:
     raw: dict[str, Any]
     content_hash: str
     raw_json: str  # `raw` as canonical JSON text (what `content_hash` digests; stored as is)
+    listed_id: str  # the id as the provider gave it (a gateway's wrapped form of `id`)
+
+
+_LITELLM = "video_bGl0ZWxs"  # "video_" + base64 of "litell…"
+
+
+def unwrap_id(video_id: str) -> str:
+    """The upstream id of a LiteLLM-wrapped id; any other id as it is.
+
+    LiteLLM lists `video_` + base64(`litellm:custom_llm_provider:…;model_id:…;video_id:<id>`),
+    and the model part differs between its list and by-id answers: the mirror keys a job by
+    the upstream id, so a source switched between a provider and its gateway keeps one row.
+    """
+    if not video_id.startswith(_LITELLM):
+        return video_id
+    try:
+        text = base64.b64decode(video_id[6:], validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return video_id
+    _, found, upstream = text.rpartition(";video_id:")  # the model may hold ";"
+    return upstream if found and upstream and text.startswith("litellm:") else video_id
 
 
 def clean_text(value: str) -> str:
@@ -159,6 +181,7 @@ def parse_video(item: Any) -> VideoRecord:
         raise InvalidItem(f"item id is longer than {MAX_ID_LEN} or not printable")
     if vid.endswith(" "):
         raise InvalidItem("item id ends with a space")
+    listed, vid = vid, unwrap_id(vid)
     if len(canonical) > MAX_ITEM_CHARS:
         raise InvalidItem(f"item is larger than {MAX_ITEM_CHARS} characters of JSON", vid)
     status = raw.get("status")
@@ -192,12 +215,13 @@ def parse_video(item: Any) -> VideoRecord:
         _fit(_text(raw.get("prompt"), vid, "prompt")),
         _short(_text(raw.get("size"), vid, "size"), vid, "size"),
         _short(_text(seconds, vid, "seconds"), vid, "seconds"),
-        _short(_text(raw.get(_REMIX), vid, _REMIX), vid, _REMIX),
+        _unwrap(_short(_text(raw.get(_REMIX), vid, _REMIX), vid, _REMIX)),
         _fit(_text(error.get("code"), vid, "error.code")) if error else None,
         _fit(_text(error.get("message"), vid, "error.message")) if error else None,
         raw,
         digest,
         canonical,
+        listed,
     )
 
 
@@ -313,6 +337,10 @@ def _text(value: Any, vid: str, label: str) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # e.g. an error code sent as a number: keep it, as text
     raise InvalidItem(f"{label} is {type(value).__name__}, not a string", vid)
+
+
+def _unwrap(value: str | None) -> str | None:
+    return None if value is None else unwrap_id(value)
 
 
 def _fit(value: str | None) -> str | None:

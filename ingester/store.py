@@ -45,6 +45,12 @@ _CHECKPOINTS = (
     "scan_asc_created_at",
     "scan_desc_after_id",
     "scan_desc_created_at",
+    "scan_oldest_at",
+    "scan_newest_at",
+)
+
+_NO_SCAN: dict[str, Any] = dict.fromkeys(
+    ("scan_kind", "scan_run_id", "scan_started_at", "scan_since", "scan_until", *_CHECKPOINTS)
 )
 
 
@@ -136,18 +142,20 @@ class SqlStore:
             row = conn.execute(sa.select(sync_state).where(_state.source == source)).first()
             if row is None:
                 return SourceState()
-            missing = False
+            missing, listed = False, row.cursor_id
             if row.cursor_id is not None:
-                missing = (
-                    conn.execute(
-                        sa.select(_jobs.missing_since).where(_jobs.id == row.cursor_id)
-                    ).scalar()
-                    is not None
-                )
+                job = conn.execute(
+                    sa.select(_jobs.missing_since, _jobs.raw).where(_jobs.id == row.cursor_id)
+                ).first()
+                if job is not None:
+                    missing = job.missing_since is not None
+                    given = job.raw.get("id") if isinstance(job.raw, dict) else None
+                    listed = given if isinstance(given, str) else row.cursor_id
         return SourceState(
             cursor_id=row.cursor_id,
             cursor_created_at=row.cursor_created_at,
             cursor_missing=missing,
+            cursor_after=listed,
             scan_kind=row.scan_kind,
             scan_run_id=row.scan_run_id,
             scan_started_at=row.scan_started_at,
@@ -158,6 +166,11 @@ class SqlStore:
             scan_desc_after_id=row.scan_desc_after_id,
             scan_asc_created_at=row.scan_asc_created_at,
             scan_desc_created_at=row.scan_desc_created_at,
+            scan_oldest_at=row.scan_oldest_at,
+            scan_newest_at=row.scan_newest_at,
+            list_mode=row.list_mode,
+            list_mode_reason=row.list_mode_reason,
+            last_success_at=row.last_success_at,
         )
 
     # --- runs and errors ---------------------------------------------------------------------
@@ -204,10 +217,6 @@ class SqlStore:
         """The stored snapshot of each of `ids` that is in the mirror."""
         with self._tx("reading jobs") as conn:
             return self._bulk.snapshots(conn, ids)
-
-    def write_page(self, batch: PageWrite, lease_ttl_s: float) -> None:
-        """Commit one page: rows, transitions, errors, cursor/checkpoint, run counts, lease."""
-        self.write_pages([batch], lease_ttl_s)
 
     def write_pages(self, batches: Sequence[PageWrite], lease_ttl_s: float) -> None:
         """Commit consecutive pages of one run in one transaction, in order.
@@ -275,57 +284,70 @@ class SqlStore:
         return self.load_state(source)
 
     def finish_scan(self, source: str, now: datetime, windowed: bool) -> int:
-        """Close the pending scan: mark jobs it did not see missing; return how many."""
+        """Close the pending scan: mark the jobs of its span it did not see; return how many."""
         state = self.load_state(source)
         started = state.scan_started_at
         if started is None:
             return 0
-        seen = sa.and_(_jobs.source == source, _jobs.last_seen_at >= started)
-        where = [
-            _jobs.source == source,
-            _jobs.last_seen_at < started,
-            _jobs.missing_since.is_(None),
-        ]
-        if state.scan_since is not None:
-            where.append(_jobs.created_at >= state.scan_since)
-        if state.scan_until is not None:
-            where.append(_jobs.created_at < state.scan_until)
+        lo, hi = state.scan_oldest_at, state.scan_newest_at
         with self._tx("finishing a scan") as conn:
-            oldest = conn.execute(sa.select(sa.func.min(_jobs.created_at)).where(seen)).scalar()
             marked = 0
-            if oldest is None:
-                log.warning("the scan of %s saw no job; missing_since left untouched", source)
+            if lo is None or hi is None:
+                log.warning("the scan of %s listed no job; missing_since left untouched", source)
             else:
-                if windowed:
-                    # Out of the provider's window is out of sight, not gone: only jobs newer
-                    # than the oldest one listed (plus the time the window slid meanwhile).
-                    where.append(_jobs.created_at >= oldest + (now - started) + WINDOW_GRACE)
+                older = conn.execute(
+                    sa.select(_jobs.id).where(_jobs.source == source, _jobs.created_at < lo)
+                ).first()
+                if windowed or older is not None:
+                    # Out of the provider's window is out of sight, not gone, and the window
+                    # slid while the scan ran: only jobs newer than the oldest one listed plus
+                    # that slide are certain to have been listed if they were there.
+                    lo = lo + (now - started) + WINDOW_GRACE
+                where = [
+                    _jobs.source == source,
+                    _jobs.last_seen_at < started,
+                    _jobs.missing_since.is_(None),
+                    _jobs.created_at >= lo,
+                    _jobs.created_at <= hi,
+                ]
+                if state.scan_since is not None:
+                    where.append(_jobs.created_at >= state.scan_since)
+                if state.scan_until is not None:
+                    where.append(_jobs.created_at < state.scan_until)
                 marked = conn.execute(
                     sa.update(video_jobs).where(*where).values(missing_since=now)
                 ).rowcount
-            done: dict[str, Any] = {
-                "scan_kind": None,
-                "scan_run_id": None,
-                "scan_started_at": None,
-                "scan_since": None,
-                "scan_until": None,
-                "updated_at": now,
-                **dict.fromkeys(_CHECKPOINTS),
-            }
+            done = {**_NO_SCAN, "updated_at": now}
             if state.scan_since is None and state.scan_until is None:
                 done["last_full_scan_at"] = now
             conn.execute(sa.update(sync_state).where(_state.source == source).values(**done))
         return int(marked)
 
-    def stale_open_ids(
+    def abandon_scan(self, source: str) -> None:
+        """Drop the pending scan's checkpoint: it cannot be completed."""
+        with self._tx("dropping a scan") as conn:
+            conn.execute(sa.update(sync_state).where(_state.source == source).values(**_NO_SCAN))
+
+    def set_list_mode(
+        self, source: str, mode: str | None, reason: str | None, now: datetime
+    ) -> None:
+        """Remember how the source's list can be read (None: paged, or "head-only")."""
+        with self._tx("setting the list mode") as conn:
+            conn.execute(
+                sa.update(sync_state)
+                .where(_state.source == source)
+                .values(list_mode=mode, list_mode_reason=_cap(reason), list_mode_since=now)
+            )
+
+    def open_jobs(
         self,
         source: str,
         terminal: tuple[str, ...],
         first_seen_before: datetime,
         checked_before: datetime,
         limit: int,
-    ) -> list[str]:
-        """Open jobs older than the stale age, not re-read since `checked_before`."""
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Open jobs first seen before, and not re-read since, the times given: (id, raw)."""
         with self._tx("reading stale jobs") as conn:
             statuses = _distinct_statuses(conn, source)
             open_statuses = None if statuses is None else [s for s in statuses if s not in terminal]
@@ -340,8 +362,9 @@ class SqlStore:
             ]
             if open_statuses is not None:
                 where.append(_jobs.status.in_(open_statuses))  # index ranges, not a full scan
-            query = sa.select(_jobs.id).where(*where).order_by(_jobs.created_at, _jobs.id)
-            return list(conn.execute(query.limit(limit)).scalars())
+            query = sa.select(_jobs.id, _jobs.raw).where(*where)
+            rows = conn.execute(query.order_by(_jobs.created_at, _jobs.id).limit(limit)).all()
+            return [(vid, raw if isinstance(raw, dict) else {}) for vid, raw in rows]
 
     def settle_cursor(
         self, source: str, terminal: tuple[str, ...], first_seen_before: datetime

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ingester.config import SourceSettings
-from ingester.errors import LeaseBusyError, NotServedError, PaginationLoopError
+from ingester.errors import LeaseBusyError, NotServedError, PagingError
 from ingester.models import sync_errors, sync_runs, sync_state, video_job_transitions, video_jobs
 from ingester.store import SqlStore
 from ingester.sync import Syncer
@@ -240,13 +240,23 @@ def test_provider_gone_is_reported_and_the_mirror_untouched(engine: Engine) -> N
     assert all(r.missing_since is None for r in jobs_by_id(engine).values())
 
 
-def test_repeated_page_stops_the_pass(engine: Engine) -> None:
+def test_repeated_page_stops_the_pass_and_the_source_goes_head_only(engine: Engine) -> None:
     src = ListSource([job(i) for i in range(50)])
     src.loop_at = "video_000019"
-    with pytest.raises(PaginationLoopError):
-        make(src, engine).sync()
-    run = rows(engine, sa.select(sync_runs))[0]
-    assert run.outcome == "failed" and "twice" in run.error
+    syncer = make(src, engine)
+    result = syncer.sync()
+    assert result.outcome == "succeeded" and result.head_only is not None
+    assert "`after` ignored" in result.head_only
+    assert cursor(engine) == "video_000019"  # the last verified page; never past it
+    state = rows(engine, sa.select(sync_state))[0]
+    assert state.list_mode == "head-only" and "ignores pagination" in state.list_mode_reason
+    again = syncer.sync()  # head-only from now on: one head page, the mode said once
+    assert again.head_only == result.head_only and again.counts.pages == 1
+    said = [e.message for e in rows(engine, sa.select(sync_errors))]
+    assert sum("head-only mode from now on" in m for m in said) == 1
+    with pytest.raises(PagingError):  # and a full scan refuses to call itself complete
+        syncer.backfill()
+    assert all(r.missing_since is None for r in jobs_by_id(engine).values())
 
 
 def test_full_scan_marks_missing_and_a_later_sighting_clears_it(engine: Engine) -> None:

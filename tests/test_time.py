@@ -58,7 +58,7 @@ def make_syncer(sim: Simulator, engine: Engine, clocks: Clocks) -> Syncer:
     errors = ErrorBuffer()
     client = VideosClient(source, on_error=errors, sleep=lambda _s: None)
     return Syncer(source, client, SqlStore(engine), owner="time-test", errors=errors,
-                  clock=clocks.now, prefetch=False)  # fmt: skip
+                  clock=clocks.now)  # fmt: skip
 
 
 def mirror(engine: Engine) -> dict[str, Any]:

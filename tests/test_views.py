@@ -133,7 +133,8 @@ def recent() -> list[Spec]:
         Spec("expiring_a", "main", -1430 * m, 2 * m, 3 * m),  # expires in 15 min
         Spec("expiring_b", "main", -1400 * m, 1 * m, 4 * m, seconds="4"),  # in 45 min
         Spec("expires_later", "main", -1320 * m, 1 * m, 4 * m),  # in 2 h 05
-        Spec("vanished", "main", -300 * m, NEVER, 0, deleted=-270 * m),
+        # within the span the reconcile lists (jobs newer than it follow), so it is marked
+        Spec("vanished", "main", -1380 * m, NEVER, 0, deleted=-270 * m),
         Spec("original", "main", -240 * m, 2 * m, 4 * m),
         Spec(
             "remix1",
