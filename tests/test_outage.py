@@ -216,8 +216,8 @@ def test_database_lost_right_after_a_pass_is_one_log_line(
     from ingester.daemon import SourceWorker, StopToken
     from ingester.metrics import Metrics
     from ingester.protocols import RunCounts
-    from ingester.store import SqlStore
     from ingester.runs import PassResult
+    from ingester.store import SqlStore
 
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"  # nobody listens
     source = SourceSettings(name="gone", base_url="http://127.0.0.1:9/v1")
