@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -40,6 +40,9 @@ from .protocols import ErrorBuffer, RunCounts
 from .runs import PassResult
 from .store import SqlStore
 from .sync import Syncer
+
+if TYPE_CHECKING:
+    from .simulator import Profile
 
 log = logging.getLogger("ingester")
 
@@ -316,8 +319,11 @@ def status_cmd(
 @click.option("--jobs", default=300, show_default=True, help="Jobs in the simulated world.")
 @click.option("--passes", default=3, show_default=True, help="Sync passes to run.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between passes.")
+@click.option("--profile", type=click.Choice(["openai", "litellm", "litellm-paged", "window"]),
+              default="openai", show_default=True,
+              help="The provider or gateway the simulator imitates.")  # fmt: skip
 @pass_ctx
-def demo_cmd(obj: Context, jobs: int, passes: int, interval: float) -> None:
+def demo_cmd(obj: Context, jobs: int, passes: int, interval: float, profile: Profile) -> None:
     """Mirror the built-in simulator (loopback, no key, no network) and print the status."""
     from .simulator import Simulator, World
 
@@ -328,10 +334,15 @@ def demo_cmd(obj: Context, jobs: int, passes: int, interval: float) -> None:
     world.add_jobs(jobs // 10, created_at=now - 5, spacing_s=0.5, queued_s=(1, 3),
                    render_s=(2, 2 + interval * passes))  # fmt: skip
     key = uuid.uuid4().hex
-    with Simulator(world, api_key=key) as sim:
+    # Until the litellm provider preset exists, send LiteLLM's routing header by hand.
+    litellm = profile.startswith("litellm")
+    headers = (("custom-llm-provider", "openai"),) if litellm else ()
+    with Simulator(world, profile=profile, api_key=key) as sim:
         from .config import Secret
 
-        source = SourceSettings(name="demo", base_url=sim.base_url, api_key=Secret(key))
+        source = SourceSettings(
+            name="demo", base_url=sim.base_url, api_key=Secret(key), extra_headers=headers
+        )
         engine = make_engine(obj.settings.database_url)
         migrate(engine)
         store = SqlStore(engine)

@@ -1,9 +1,20 @@
 """A fake video provider on loopback: the `GET /videos` job list, faithful and faulty on purpose.
 
 `World` is the truth (jobs, lifecycles computed lazily from an injected clock), `Simulator` a
-real HTTP/1.1 server over it (OpenAI or Azure auth and prefix, pagination, error bodies,
-request log) and `Faults` makes it misbehave (error statuses, resets, slow, truncated or
-hostile bodies, stalls). Standard library only; used by `ingester demo`, the tests and bench.
+real HTTP/1.1 server over it (pagination, error bodies, request log) and `Faults` makes it
+misbehave (error statuses, resets, slow, truncated or hostile bodies, stalls). Standard
+library only; used by `ingester demo`, the tests and bench.
+
+Profiles (`Simulator(profile=...)`), after DESIGN.md section 1a:
+- openai: Bearer auth, /v1. azure: `api-key` header, /openai/v1.
+- litellm (LiteLLM proxy 1.110.2): Bearer, /v1; needs `custom-llm-provider: openai` (header or
+  `custom_llm_provider` query parameter) else 400; ignores limit/order/after (always the 20
+  newest, desc); ids wrapped by `litellm_wrap`; by-id answers lack `prompt` and add
+  `"usage": null`; `x-litellm-call-id` instead of `x-request-id`.
+- litellm-paged (newer LiteLLM): as litellm, but pages properly (a wrapped `after` is
+  unwrapped), by-id answers are whole, and `visible` drops jobs the caller does not own from
+  `data` while `has_more`/`first_id`/`last_id` stay those of the unfiltered page.
+- window: Bearer, /v1; lists only the last 24 h; limit clamped to 1..100.
 
 Semantics worth knowing:
 
@@ -35,6 +46,7 @@ CPU per page does not):
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hmac
 import itertools
@@ -47,6 +59,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
@@ -59,6 +72,9 @@ Clock = Callable[[], float]
 Order = Literal["asc", "desc"]
 FaultKind = Literal["status", "reset", "slow", "truncated", "body", "stall"]
 UnknownAfter = Literal["404", "400", "restart"]
+Profile = Literal["openai", "azure", "litellm", "litellm-paged", "window"]
+PROFILES: tuple[Profile, ...] = ("openai", "azure", "litellm", "litellm-paged", "window")
+_LIFECYCLE = ("queued", "in_progress", "completed", "failed")
 
 DAY_S = 86_400
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -109,9 +125,14 @@ class World:
         seed: int = 0,
         list_window_s: float | None = None,
         cache_jobs: int = 100_000,
+        status_names: dict[str, str] | None = None,
     ) -> None:
+        """`status_names` renames lifecycle statuses as served, e.g. {"in_progress": "running"}."""
         self.clock = clock
         self.list_window_s = list_window_s
+        names = status_names or {}
+        # JSON-escaped without quotes: spliced into the template's "status":"%b"
+        self._status_bytes = [json.dumps(names.get(s, s))[1:-1].encode() for s in _LIFECYCLE]
         self._cache: dict[int, bytes] = {}  # bytes of terminal jobs, up to cache_jobs of them
         self._cache_jobs = cache_jobs
         self._last_now = 0.0
@@ -254,16 +275,22 @@ class World:
     def __len__(self) -> int:
         return len(self._order) - self._dead
 
-    def list_page(self, *, limit: int, order: Order, after: str | None) -> bytes | None:
-        """One list response body; None if `after` names no live job."""
+    def list_page(
+        self, *, limit: int, order: Order, after: str | None, window_s: float | None = None
+    ) -> bytes | None:
+        """One list response body; None if `after` names no live job.
+
+        `window_s` overrides the world's `list_window_s` for this call (a windowed gateway).
+        """
         with self._lock:
             now = self._now()
             if self._dead and self._dead * 16 >= len(self._order):
                 self._compact()
             seqs, created, alive = self._order, self._created, self._alive
             lo = 0
-            if self.list_window_s is not None:
-                lo = bisect_left(seqs, now - self.list_window_s, key=created.__getitem__)
+            window = self.list_window_s if window_s is None else window_s
+            if window is not None:
+                lo = bisect_left(seqs, now - window, key=created.__getitem__)
             if after is None:
                 start = lo if order == "asc" else len(seqs) - 1
             else:
@@ -340,6 +367,7 @@ class World:
         created, queued, rendering = self._created, self._queued_s, self._render_s
         outcomes, fail_progress, key = self._outcome, self._fail_progress, self._key
         room = self._cache_jobs - len(cache)
+        queued_b, running_b, completed_b, failed_b = self._status_bytes
         out: list[bytes] = []
         for seq in seqs:
             body = cache.get(seq) or frozen.get(seq)
@@ -351,12 +379,12 @@ class World:
                 target = fail_progress[seq] if outcome else 100
                 done = expires = error = b"null"
                 if now < started:
-                    status, progress = b"queued", 0
+                    status, progress = queued_b, 0
                 elif now < ended:
-                    status = b"in_progress"
+                    status = running_b
                     progress = int(target * (now - started) / (ended - started))
                 else:
-                    status, progress = (b"failed" if outcome else b"completed"), target
+                    status, progress = (failed_b if outcome else completed_b), target
                     done = b"%d" % int(ended)
                     if outcome:
                         error = _ERROR_JSON[outcome]
@@ -600,6 +628,37 @@ class Faults:
             return None
 
 
+# --- LiteLLM ids ----------------------------------------------------------------------------
+
+
+def litellm_wrap(raw_id: str, model_id: str) -> str:
+    """The id LiteLLM shows for an upstream video id (standard base64: holds + / =)."""
+    text = f"litellm:custom_llm_provider:openai;model_id:{model_id};video_id:{raw_id}"
+    return "video_" + base64.b64encode(text.encode()).decode()
+
+
+def litellm_unwrap(wrapped: str) -> str | None:
+    """The upstream id inside a LiteLLM-wrapped id, or None if it is not one."""
+    if not wrapped.startswith("video_"):
+        return None
+    try:
+        text = base64.b64decode(wrapped[6:], validate=True).decode()
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    head, sep, raw = text.partition(";video_id:")
+    return raw if sep and raw and head.startswith("litellm:") else None
+
+
+def litellm_model_id(job: dict[str, Any]) -> str:
+    """The model_id LiteLLM puts into the wrapped id of a listed job (a guess: its model)."""
+    model = job.get("model")
+    return model if isinstance(model, str) else ""
+
+
+def _item_id(item: object) -> Any:
+    return item.get("id") if isinstance(item, dict) else None
+
+
 # --- the server ------------------------------------------------------------------------------
 
 
@@ -612,7 +671,7 @@ class RequestRecord:
     path: str
     query: dict[str, str]
     status: int | None  # None: no response was sent (reset, stall, stopped)
-    request_id: str | None
+    request_id: str | None  # x-request-id sent (x-litellm-call-id under the litellm profiles)
     auth: str  # ok | missing | wrong | off
     headers: dict[str, str]  # non-secret headers of interest
     fault: str | None
@@ -629,7 +688,7 @@ class Simulator:
         self,
         world: World,
         *,
-        profile: Literal["openai", "azure"] = "openai",
+        profile: Profile = "openai",
         api_key: str | None = "sk-sim-test",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -639,13 +698,19 @@ class Simulator:
         unknown_after: UnknownAfter = "404",
         gone: int | None = None,
         rate_limit: int | None = None,
+        visible: Callable[[str], bool] | None = None,
     ) -> None:
+        """`visible(raw_id)` False drops the job from litellm list pages (not owned by the key)."""
         self.world = world
         self.profile = profile
         self.api_key = api_key
         self.default_limit = default_limit
         self.default_order: Order = default_order
-        self.clamp_limit = clamp_limit
+        self.clamp_limit = clamp_limit or profile == "window"
+        self.window_s: float | None = DAY_S if profile == "window" else None
+        self.visible = visible
+        self._litellm = profile in ("litellm", "litellm-paged")
+        self._rid_header = "x-litellm-call-id" if self._litellm else "x-request-id"
         self.unknown_after: UnknownAfter = unknown_after
         self.gone = gone
         self.rate_limit = rate_limit  # requests per 60 s window; headers + 429 when set
@@ -699,8 +764,8 @@ class Simulator:
 
     @property
     def prefix(self) -> str:
-        """The path prefix of the API: /v1 (openai) or /openai/v1 (azure)."""
-        return "/v1" if self.profile == "openai" else "/openai/v1"
+        """The path prefix of the API: /openai/v1 (azure) or /v1 (every other profile)."""
+        return "/openai/v1" if self.profile == "azure" else "/v1"
 
     @property
     def base_url(self) -> str:
@@ -787,7 +852,7 @@ class Simulator:
             body = fault.body if fault.body is not None else _status_error(status)
             ctype = fault.content_type
         else:
-            status, extra, body = self._route(method, path, query, auth)
+            status, extra, body = self._route(method, path, query, auth, headers)
         log(status, rid)
         head = self._head(status, rid, ctype, len(body), extra, keep=keep)
         if kind == "truncated":
@@ -797,23 +862,26 @@ class Simulator:
         return keep
 
     def _new_rid(self) -> str:
+        if self._litellm:
+            return str(uuid.uuid4())
         return f"req_{self._id_prefix}{next(self._ids):012x}"
 
     def _auth(self, headers: dict[str, str]) -> str:
         """ok | missing | wrong | off (no key configured)."""
         if self.api_key is None:
             return "off"
-        given = headers.get("authorization" if self.profile == "openai" else "api-key")
+        azure = self.profile == "azure"
+        given = headers.get("api-key" if azure else "authorization")
         if given is None:
             return "missing"
-        if self.profile == "openai":
+        if not azure:
             scheme, _, token = given.partition(" ")
             given = token.strip() if scheme.lower() == "bearer" else ""
         ok = hmac.compare_digest(given.encode(), self.api_key.encode())
         return "ok" if ok else "wrong"
 
     def _route(
-        self, method: str, path: str, query: dict[str, str], auth: str
+        self, method: str, path: str, query: dict[str, str], auth: str, headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
         if self.gone is not None:
             return (
@@ -832,19 +900,26 @@ class Simulator:
         extra, retry_s = self._rate_check()
         if retry_s is not None:
             return 429, {**extra, "Retry-After": str(retry_s)}, _status_error(429)
+        provider = headers.get("custom-llm-provider", query.get("custom_llm_provider"))
+        if self._litellm and provider != "openai":
+            msg = "LLM Provider NOT provided"
+            return 400, extra, _error_body(msg, "invalid_request_error", "400")
         base = self.prefix + "/videos"
         rest = path[len(base) :] if path.startswith(base) else None
         if rest in ("", "/") and method == "GET":
             return self._list(query, extra)
         if rest and rest.startswith("/") and "/" not in rest[1:] and method in ("GET", "DELETE"):
             vid = unquote(rest[1:])
+            raw = litellm_unwrap(vid) if self._litellm else None
             if method == "DELETE":
-                if self.world.get_bytes(vid, internal=False) and self.world.delete(vid):
+                if self.world.get_bytes(raw or vid, internal=False) and self.world.delete(
+                    raw or vid
+                ):
                     return 200, extra, _js({"id": vid, "object": "video.deleted", "deleted": True})
             else:
-                body = self.world.get_bytes(vid, internal=False)
+                body = self.world.get_bytes(raw or vid, internal=False)
                 if body is not None:
-                    return 200, extra, body
+                    return 200, extra, self._litellm_job(body, vid, raw) if self._litellm else body
             msg = f"Video with id '{vid}' not found."
             return 404, extra, _error_body(msg, "invalid_request_error", "not_found", "video_id")
         msg = f"Invalid URL ({method} {path})"
@@ -853,6 +928,10 @@ class Simulator:
     def _list(
         self, query: dict[str, str], extra: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
+        if self.profile == "litellm":
+            query = {}  # it forwards none of limit, order, after
+        elif self._litellm and "after" in query:
+            query = {**query, "after": litellm_unwrap(query["after"]) or query["after"]}
         raw_limit = query.get("limit")
         try:
             limit = self.default_limit if raw_limit is None else int(raw_limit)
@@ -867,15 +946,46 @@ class Simulator:
             return 400, extra, _invalid("order", "Invalid 'order': expected 'asc' or 'desc'.")
         order: Order = "asc" if raw_order == "asc" else "desc"
         after = query.get("after")
-        body = self.world.list_page(limit=limit, order=order, after=after)
+        window_s = self.window_s
+        body = self.world.list_page(limit=limit, order=order, after=after, window_s=window_s)
         if body is None and self.unknown_after == "restart":
-            body = self.world.list_page(limit=limit, order=order, after=None)
+            body = self.world.list_page(limit=limit, order=order, after=None, window_s=window_s)
         if body is None:
             status = 404 if self.unknown_after == "404" else 400
             code = "not_found" if status == 404 else "invalid_value"
             msg = f"Video with id '{after}' not found."
             return status, extra, _error_body(msg, "invalid_request_error", code, "after")
-        return 200, extra, body
+        return 200, extra, self._litellm_page(body) if self._litellm else body
+
+    def _litellm_page(self, body: bytes) -> bytes:
+        """A list page as LiteLLM passes it on: ids wrapped, jobs of other owners dropped."""
+        page = json.loads(body)
+        data = page["data"]
+        visible = self.visible
+        keep = [
+            visible is None or not isinstance(i := _item_id(j), str) or visible(i) for j in data
+        ]
+        for job in data:
+            if isinstance(_item_id(job), str):
+                job["id"] = litellm_wrap(job["id"], litellm_model_id(job))
+        if data:  # the cursors stay those of the unfiltered page
+            page["first_id"], page["last_id"] = _item_id(data[0]), _item_id(data[-1])
+        page["data"] = [job for job, k in zip(data, keep, strict=True) if k]
+        return _js(page)
+
+    def _litellm_job(self, body: bytes, asked: str, raw: str | None) -> bytes:
+        """A by-id answer as LiteLLM passes it on: the id as asked (a raw one wrapped)."""
+        job = json.loads(body)
+        if not isinstance(job, dict):
+            return body
+        paged = self.profile == "litellm-paged"
+        if raw is None:
+            asked = litellm_wrap(asked, litellm_model_id(job) if paged else "")
+        job["id"] = asked
+        if not paged:
+            job.pop("prompt", None)
+            job["usage"] = None
+        return _js(job)
 
     def _rate_check(self) -> tuple[dict[str, str], int | None]:
         """Rate-limit headers for this request, and Retry-After seconds if it is over."""
@@ -895,9 +1005,15 @@ class Simulator:
         }
         return headers, (int(reset_s) + 1 if used >= self.rate_limit else None)
 
-    @staticmethod
     def _head(
-        status: int, rid: str | None, ctype: str, length: int, extra: dict[str, str], *, keep: bool
+        self,
+        status: int,
+        rid: str | None,
+        ctype: str,
+        length: int,
+        extra: dict[str, str],
+        *,
+        keep: bool,
     ) -> bytes:
         lines = [
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
@@ -905,7 +1021,7 @@ class Simulator:
             f"Content-Length: {length}",
         ]
         if rid is not None:
-            lines.append(f"x-request-id: {rid}")
+            lines.append(f"{self._rid_header}: {rid}")
         lines += [f"{k}: {v}" for k, v in extra.items()]
         if not keep:
             lines.append("Connection: close")
@@ -1052,7 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--profile", choices=("openai", "azure"), default="openai")
+    parser.add_argument("--profile", choices=PROFILES, default="openai")
     parser.add_argument("--api-key", help="the key clients must send (default: no auth)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--new-every", type=float, default=10.0,

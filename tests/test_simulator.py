@@ -9,13 +9,23 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
 
-from ingester.simulator import ERRORS, FakeClock, Fault, Simulator, World
+from ingester.simulator import (
+    ERRORS,
+    FakeClock,
+    Fault,
+    Simulator,
+    World,
+    litellm_unwrap,
+    litellm_wrap,
+)
 
 KEY = "sk-sim-SECRET-4242"
 T0 = 1_760_000_000.0
@@ -327,6 +337,209 @@ def test_set_status_and_raw_objects_are_served_as_stored(
     with pytest.raises(KeyError):
         world.set_status("video_nope", "completed")
     assert world.get(b)["status"] == "completed"
+
+
+# --- gateway profiles ------------------------------------------------------------------------
+
+# '~' and '?' sit where base64 makes '+' and '/' of them, and the length leaves '=' padding.
+ODD_MODEL = "veo~3.?"
+NO_PROVIDER = {
+    "error": {
+        "message": "LLM Provider NOT provided",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "400",
+    }
+}
+
+
+@pytest.fixture
+def llm(http: requests.Session) -> requests.Session:
+    """The http session, sending the header LiteLLM needs to route to OpenAI."""
+    http.headers["custom-llm-provider"] = "openai"
+    return http
+
+
+def raw_ids(page: dict[str, Any]) -> list[str | None]:
+    return [litellm_unwrap(j["id"]) for j in page["data"]]
+
+
+def test_litellm_needs_the_provider_header_or_query_parameter(
+    serve: Serve, http: requests.Session, clock: FakeClock
+) -> None:
+    world = World(clock=clock)
+    (vid,) = world.add_jobs(1, created_at=T0 - 100, status="completed")
+    sim = serve(world, profile="litellm")
+    assert sim.base_url.endswith("/v1")
+    for path in ("/videos", f"/videos/{vid}"):
+        r = get(http, sim, path)
+        assert (r.status_code, r.json()) == (400, NO_PROVIDER)
+    assert get(http, sim, "/videos", custom_llm_provider="azure").status_code == 400
+    by_query = get(http, sim, "/videos", custom_llm_provider="openai")
+    assert by_query.status_code == 200
+    http.headers["custom-llm-provider"] = "openai"
+    by_header = get(http, sim, "/videos")
+    assert by_header.json() == by_query.json()
+    assert raw_ids(by_header.json()) == [vid]
+    assert get(http, sim, f"/videos/{vid}").status_code == 200
+    del http.headers["Authorization"]
+    assert get(http, sim, "/videos").status_code == 401  # auth comes first
+    # No x-request-id: a LiteLLM call id instead, and that is what the log keeps.
+    assert "x-request-id" not in by_header.headers
+    call_id = by_header.headers["x-litellm-call-id"]
+    assert str(uuid.UUID(call_id)) == call_id
+    assert call_id in [r.request_id for r in sim.requests]
+
+
+def test_litellm_ignores_limit_order_and_after(
+    serve: Serve, llm: requests.Session, clock: FakeClock
+) -> None:
+    world = World(clock=clock)
+    ids = world.add_jobs(30, created_at=T0 - 1000, status="completed", model=ODD_MODEL)
+    sim = serve(world, profile="litellm")
+    newest = ids[::-1][:20]
+    for after in (ids[3], "bogus", litellm_wrap(ids[3], ODD_MODEL)):
+        page = get(llm, sim, "/videos", order="asc", after=after, limit=5).json()
+        assert raw_ids(page) == newest
+        assert page["has_more"] is True
+        assert (page["first_id"], page["last_id"]) == (
+            page["data"][0]["id"],
+            page["data"][-1]["id"],
+        )
+    assert sim.requests[0].query == {"order": "asc", "after": ids[3], "limit": "5"}
+    few = World(clock=clock)
+    few_ids = few.add_jobs(20, created_at=T0 - 1000, status="completed")
+    page = get(llm, serve(few, profile="litellm"), "/videos", limit=100).json()
+    assert raw_ids(page) == few_ids[::-1]
+    assert page["has_more"] is False
+
+
+def test_litellm_wrapped_ids_round_trip_and_by_id_replies(
+    serve: Serve, llm: requests.Session, clock: FakeClock
+) -> None:
+    world = World(clock=clock, seed=4)
+    ids = world.add_jobs(25, created_at=T0 - 1000, status="completed", model=ODD_MODEL)
+    sim = serve(world, profile="litellm")
+    page = get(llm, sim, "/videos").json()
+    wrapped = [j["id"] for j in page["data"]]
+    for raw, w in zip(ids[::-1], wrapped, strict=False):
+        assert w == litellm_wrap(raw, ODD_MODEL)
+        assert litellm_unwrap(w) == raw
+    assert all(any(c in w for w in wrapped) for c in "+/=")  # all need percent-encoding
+    truth = {j["id"]: j for j in world.truth()}
+    for w in wrapped[:3]:
+        r = get(llm, sim, "/videos/" + quote(w, safe=""))
+        assert r.status_code == 200, r.text
+        job = r.json()
+        assert "prompt" not in job and job.pop("usage") is None
+        expected = {k: v for k, v in truth[litellm_unwrap(w)].items() if k != "prompt"}
+        assert job == {**expected, "id": w}
+    raw = get(llm, sim, f"/videos/{ids[0]}").json()
+    assert raw["id"] == litellm_wrap(ids[0], "")  # a raw id comes back wrapped, empty model_id
+    assert "prompt" not in raw and raw["usage"] is None
+    for unknown in ("video_nope", litellm_wrap("video_nope", ODD_MODEL)):
+        r = get(llm, sim, "/videos/" + quote(unknown, safe=""))
+        assert r.status_code == 404
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert litellm_unwrap(ids[0]) is None  # 24 hex digits are valid base64, but not a wrap
+    assert litellm_unwrap("video_@@") is None
+    assert litellm_unwrap("video_" + litellm_wrap("x", "m")[6:-4]) is None
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_litellm_paged_walks_with_wrapped_cursors(
+    serve: Serve, llm: requests.Session, clock: FakeClock, order: str
+) -> None:
+    world = tied_world(clock)
+    sim = serve(world, profile="litellm-paged")
+    truth = world.truth()
+    seen = walk(llm, sim, order, limit=7)
+    expected = [j["id"] for j in (truth if order == "asc" else truth[::-1])]
+    assert [litellm_unwrap(j["id"]) for j in seen] == expected
+    afters = [r.query["after"] for r in sim.requests if "after" in r.query]
+    assert afters and all(litellm_unwrap(a) is not None for a in afters)
+    page = get(llm, sim, "/videos", limit=2, order=order, after=expected[4]).json()
+    assert raw_ids(page) == expected[5:7]  # a raw cursor works too
+    job = get(llm, sim, "/videos/" + quote(seen[9]["id"], safe="")).json()
+    assert job == {**truth[9 if order == "asc" else -10], "id": seen[9]["id"]}  # whole
+    by_raw = get(llm, sim, f"/videos/{expected[0]}").json()
+    assert by_raw["id"] == litellm_wrap(expected[0], "sora-2")
+    assert get(llm, sim, "/videos", limit=2, after="video_gone").status_code == 404
+
+
+def test_litellm_paged_drops_jobs_of_other_owners_but_keeps_the_cursors(
+    serve: Serve, llm: requests.Session, clock: FakeClock
+) -> None:
+    world = World(clock=clock)
+    ids = world.add_jobs(50, created_at=T0 - 1000, status="completed")
+    mine = set(ids[:5] + ids[40:])
+    admin = serve(world, profile="litellm-paged")
+    user = serve(world, profile="litellm-paged", visible=mine.__contains__)
+    pages = []
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 10, "order": "asc"}
+        if after is not None:
+            params["after"] = after
+        full = get(llm, admin, "/videos", **params).json()
+        seen = get(llm, user, "/videos", **params).json()
+        for key in ("first_id", "last_id", "has_more"):
+            assert seen[key] == full[key]
+        assert seen["data"] == [j for j in full["data"] if litellm_unwrap(j["id"]) in mine]
+        pages.append(seen)
+        if not seen["has_more"]:
+            break
+        after = seen["last_id"]
+    assert [len(p["data"]) for p in pages] == [5, 0, 0, 0, 10]
+    assert all(p["has_more"] for p in pages[1:4])
+    assert [i for p in pages for i in raw_ids(p)] == ids[:5] + ids[40:]
+
+
+def test_window_profile_defaults_clamps_and_lists_one_day(
+    serve: Serve, http: requests.Session, clock: FakeClock
+) -> None:
+    world = World(clock=clock)
+    old = world.add_jobs(5, created_at=T0 - 3 * 86_400, status="completed")
+    recent = world.add_jobs(120, created_at=T0 - 3600, spacing_s=10, status="completed")
+    sim = serve(world, profile="window")
+    assert sim.base_url.endswith("/v1")
+    r = get(http, sim, "/videos")
+    assert "x-request-id" in r.headers
+    assert [j["id"] for j in r.json()["data"]] == recent[::-1][:20]
+    clamped = get(http, sim, "/videos", limit=1000).json()
+    assert [j["id"] for j in clamped["data"]] == recent[::-1][:100]
+    for limit in (0, -5):
+        assert len(get(http, sim, "/videos", limit=limit, order="asc").json()["data"]) == 1
+    assert [j["id"] for j in walk(http, sim, "asc", 100)] == recent
+    assert get(http, sim, f"/videos/{old[0]}").json()["id"] == old[0]
+    assert [
+        j["id"] for j in walk(http, serve(world), "asc", 100)
+    ] == old + recent  # world: no window
+
+
+def test_status_names_rename_the_lifecycle(
+    serve: Serve, http: requests.Session, clock: FakeClock
+) -> None:
+    names = {"queued": "pending", "in_progress": "processing", "completed": "succeeded"}
+    world = World(clock=clock, status_names=names)
+    (ok,) = world.add_jobs(1, queued_s=(10, 10), render_s=(100, 100), fail_rate=0.0)
+    (bad,) = world.add_jobs(1, queued_s=(10, 10), render_s=(100, 100), fail_rate=1.0)
+    (gone,) = world.add_jobs(1, queued_s=(10, 10), render_s=(100, 100))
+    world.set_status(gone, "cancelled")
+    sim = serve(world)
+
+    def statuses() -> list[str]:
+        by_id = [get(http, sim, f"/videos/{v}").json()["status"] for v in (ok, bad, gone)]
+        listed = [j["status"] for j in get(http, sim, "/videos", order="asc").json()["data"]]
+        assert listed == by_id
+        return by_id
+
+    assert statuses() == ["pending", "pending", "cancelled"]
+    clock.advance(50)
+    assert statuses() == ["processing", "processing", "cancelled"]
+    clock.advance(100)
+    assert statuses() == ["succeeded", "failed", "cancelled"]
+    assert statuses() == ["succeeded", "failed", "cancelled"]  # from the cache of terminal bytes
 
 
 # --- auth, gone, log -------------------------------------------------------------------------
