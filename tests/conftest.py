@@ -3,7 +3,8 @@
 PostgreSQL and MariaDB come from INGESTER_TEST_POSTGRES_URL / INGESTER_TEST_MARIADB_URL
 (a server URL; the tests create and drop their own database on it). When a URL is absent
 the backend's tests are skipped, unless INGESTER_REQUIRE_DATABASES=1 (as `.ci/run` sets),
-which turns the skip into a failure.
+which turns the skip into a failure. `litellm_proxy`: the real LiteLLM proxy in front of a
+simulator (tests/litellm_proxy.py), skipped or failed the same way without its venv.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from ingester.database import make_engine, migrate
 from ingester.models import metadata
+from tests.litellm_proxy import LiteLLMProxy, running_litellm_proxy
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 _ENV = {"postgresql": "INGESTER_TEST_POSTGRES_URL", "mariadb": "INGESTER_TEST_MARIADB_URL"}
@@ -86,6 +88,13 @@ def engine(db_url: str) -> Iterator[Engine]:
             conn.execute(table.delete())
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def litellm_proxy() -> Iterator[LiteLLMProxy]:
+    """The real LiteLLM proxy in front of a simulator, started once a session (`serve` a world)."""
+    with running_litellm_proxy() as proxy:
+        yield proxy
 
 
 @pytest.fixture
