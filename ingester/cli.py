@@ -210,6 +210,9 @@ def finish(result: PassResult) -> None:
         + (f", {result.marked_missing} marked missing" if result.marked_missing else "")
         + f" ({result.elapsed_s:.1f}s)"
     )
+    if result.head_only:
+        click.echo(f"head-only mode: {result.head_only}; the newest jobs and every open job are "
+                   "kept current, nothing is claimed about older ones")  # fmt: skip
     if result.outcome == "interrupted":
         sys.exit(130)
 

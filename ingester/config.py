@@ -19,10 +19,13 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///ingester.db"
-PROVIDERS = ("openai", "azure")
+PROVIDERS = ("openai", "azure", "litellm")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
-OPEN_STATUSES = ("queued", "in_progress")
-TERMINAL_STATUSES = ("completed", "failed")
+# The statuses of the Videos API and of the gateways that serve it today (DESIGN.md §1a)
+OPEN_STATUSES = ("queued", "in_progress", "pending", "processing", "preprocessing", "running")
+TERMINAL_STATUSES = ("completed", "failed", "cancelled", "expired", "succeeded")
+# LiteLLM's proxy answers 400 "LLM Provider NOT provided" without it
+LITELLM_HEADER = ("custom-llm-provider", "openai")
 
 
 class Secret:
@@ -111,6 +114,9 @@ class SourceSettings:
             headers["OpenAI-Organization"] = self.organization
         if self.project:
             headers["OpenAI-Project"] = self.project
+        given = {name.lower() for name, _ in self.extra_headers}
+        if self.provider == "litellm" and LITELLM_HEADER[0] not in given:
+            headers[LITELLM_HEADER[0]] = LITELLM_HEADER[1]
         headers.update(dict(self.extra_headers))
         return headers
 

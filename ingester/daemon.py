@@ -116,7 +116,7 @@ class SourceWorker:
             result = self.syncer.sync()
             self.metrics.record_pass(name, result)
             self._summary(result.kind, result.outcome, result.counts.items, result.elapsed_s)
-            if result.outcome == "succeeded" and self._reconcile_due():
+            if result.outcome == "succeeded" and not result.head_only and self._reconcile_due():
                 scan = self.syncer.reconcile()
                 self.metrics.record_pass(name, scan)
                 self._summary(scan.kind, scan.outcome, scan.counts.items, scan.elapsed_s)

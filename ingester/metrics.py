@@ -44,9 +44,13 @@ class Metrics:
                                   "the last successful pass.", ["source"], registry=r)  # fmt: skip
         self.lease = Gauge("ingester_lease_held", "1 while this process holds the source's "
                            "lease.", ["source"], registry=r)  # fmt: skip
+        self.head_only = Gauge("ingester_head_only", "1 while the source's list cannot be "
+                               "paged (a gateway ignores after/order/limit); `reason` says why "
+                               "in plain words.", ["source", "reason"], registry=r)  # fmt: skip
         self.max_age_s = max_age_s
         self._lock = threading.Lock()
         self._last_ok: dict[str, float | None] = {}
+        self._modes: dict[str, str] = {}  # why each source is head-only ("" when paged)
 
     def add_source(self, name: str, last_success: float | None) -> None:
         """Start tracking a source (with its last success from the database, if any)."""
@@ -55,6 +59,7 @@ class Metrics:
         if last_success is not None:
             self.last_success.labels(name).set(last_success)
         self.lease.labels(name).set(0)
+        self._set_mode(name, "")
         self.retries.labels(name)
         self.transitions.labels(name)
 
@@ -66,11 +71,21 @@ class Metrics:
         self.jobs.labels(source, "updated").inc(c.updated)
         self.transitions.labels(source).inc(c.transitions)
         self.retries.labels(source).inc(c.retries)
+        self._set_mode(source, result.head_only or "")
         if result.outcome == "succeeded":
             now = time.time()
             self.last_success.labels(source).set(now)
             with self._lock:
                 self._last_ok[source] = now
+
+    def _set_mode(self, source: str, reason: str) -> None:
+        with self._lock:
+            before, self._modes[source] = self._modes.get(source), reason
+        if before == reason:
+            return
+        if before is not None:
+            self.head_only.remove(source, before)
+        self.head_only.labels(source, reason).set(1 if reason else 0)
 
     def record_failure(self, source: str, kind: str) -> None:
         """A pass that failed before or while it could record itself."""

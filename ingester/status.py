@@ -84,6 +84,14 @@ def render(report: dict[str, Any]) -> str:
             f" {st['last_success_at'] or 'never'}, last full scan"
             f" {st['last_full_scan_at'] or 'never'}, lease {lease}"
         )
+        if st.get("list_mode") == "head-only":
+            lines.append(
+                f"  mode: head-only since {st['list_mode_since']}: {st['list_mode_reason']};"
+                " each pass reads the newest jobs and re-reads open ones by id, no full scan is"
+                " claimed complete (run `ingester backfill` after a gateway upgrade to re-check)"
+            )
+        else:
+            lines.append("  mode: paged (every page verified)")
         if st["scan_started_at"]:
             lines.append(
                 f"  pending {st['scan_kind']} scan since {st['scan_started_at']},"

@@ -194,7 +194,7 @@ class Syncer:
         """Read the head, keep every open job current by id, claim nothing about the rest."""
         page = self.source.list_page(after=None, order="desc", limit=self.settings.page_size)
         records = self.writer.report(page, parse_items(page.items))
-        write = self.writer.new_write(run)
+        write = self.writer.new_write(run, checked=[r.id for r in records])  # read just now
         self.writer.page(run, records, write, items=len(page.items))
         run.counts.pages += 1
         n = len(page.items)
