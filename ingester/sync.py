@@ -120,7 +120,7 @@ class Syncer:
         elif run.head_only:
             self._head_only(run, state, None)
         elif not run.stopped:
-            self._refresh(run, stale=True)
+            self._refresh_stale(run)
 
     def _forward(self, run: Run, state: SourceState) -> Problem | None:
         """Page `asc` from the cursor to the end; a problem if a page proves nothing."""
@@ -185,7 +185,7 @@ class Syncer:
         self.writer.stage(
             run, self.writer.new_write(run, cursor=(wm.cursor_id, wm.cursor_created_at))
         )
-        self._refresh(run, stale=True)
+        self._refresh_stale(run)
         return None
 
     # --- head-only mode ----------------------------------------------------------------------
@@ -214,19 +214,21 @@ class Syncer:
                 f"this provider; shorten the sync interval so that fewer than {n} jobs are "
                 "created between two passes", request_id=page.request_id,
             ))  # fmt: skip
-        self._refresh(run, stale=False)
+        self.writer.flush()
+        # every other open job, whatever its age, once a pass (the head's were read just now)
+        self._refresh(run, write.now, write.now - timedelta(microseconds=1))
 
     # --- open jobs by id ---------------------------------------------------------------------
 
-    def _refresh(self, run: Run, *, stale: bool) -> None:
-        """Re-read open jobs by id: the stale ones that are due, or (head-only) all of them."""
+    def _refresh_stale(self, run: Run) -> None:
+        """Re-read by id the open jobs older than `stale_after_s` that are due."""
         self.writer.flush()
         now = self.clock()
-        if stale:
-            first_seen_before = now - timedelta(seconds=self.settings.stale_after_s)
-            checked_before = now - timedelta(seconds=self.settings.stale_refresh_s)
-        else:
-            first_seen_before, checked_before = now, now - timedelta(microseconds=1)
+        self._refresh(run, now - timedelta(seconds=self.settings.stale_after_s),
+                      now - timedelta(seconds=self.settings.stale_refresh_s))  # fmt: skip
+
+    def _refresh(self, run: Run, first_seen_before: datetime, checked_before: datetime) -> None:
+        """Re-read by id the open jobs first seen and last read before the times given."""
         while not self._stop(run):
             jobs = self.store.open_jobs(self.settings.name, self.settings.terminal_statuses,
                                         first_seen_before, checked_before, STALE_BATCH)  # fmt: skip

@@ -141,14 +141,14 @@ def test_duplicate_ids_in_a_page_keep_the_later_copy(engine: Engine) -> None:
 
 
 def test_unknown_status_is_stored_reported_once_and_holds_until_stale(engine: Engine) -> None:
-    src = ListSource([job(0), job(1, "processing", extra_key={"a": 1}), job(2)])
+    src = ListSource([job(0), job(1, "rendering", extra_key={"a": 1}), job(2)])
     clock = Clock()
     syncer = make(src, engine, clock, stale_after_s=3600)
     syncer.sync()
     clock.advance(60)
     syncer.sync()
     stored = jobs_by_id(engine)["video_000001"]
-    assert stored.status == "processing" and stored.raw["extra_key"] == {"a": 1}
+    assert stored.status == "rendering" and stored.raw["extra_key"] == {"a": 1}
     reports = [e for e in errors(engine) if "unknown status" in e.message]
     assert len(reports) == 1
     assert cursor(engine) == "video_000000"
