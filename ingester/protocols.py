@@ -19,7 +19,8 @@ Stage = Literal["http", "decode", "validate", "store"]
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One decoded list response; `items` are the raw decoded objects, not yet validated."""
+    """One decoded list response; `items` are not yet validated: what `records.parse_items`
+    takes (`msgspec.Raw` of each item's received bytes from `VideosClient`, or decoded values)."""
 
     items: list[Any]
     has_more: bool
@@ -69,7 +70,7 @@ class PageSource(Protocol):
         ...
 
     def get_video(self, video_id: str) -> Any | None:
-        """The raw object of `GET /videos/{id}`, or None when the provider answers 404."""
+        """The item of `GET /videos/{id}` (for `parse_items`), or None when it answers 404."""
         ...
 
     @property
