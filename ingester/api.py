@@ -252,7 +252,7 @@ class VideosClient:
         return Page(body.items, body.has_more, body.first_id, body.last_id, reply.request_id)
 
     def get_video(self, video_id: str) -> Any | None:
-        """The item of `GET /videos/{id}` (as `records.decode_object` gives it), or None on 404."""
+        """The raw object of `GET /videos/{id}`, or None on 404."""
         what = f"GET /videos/{video_id}"
         reply = self._call(f"{self._base}/videos/{quote(video_id, safe='')}", {}, what, video_id)
         if reply.status == 404:

@@ -70,7 +70,7 @@ class PageSource(Protocol):
         ...
 
     def get_video(self, video_id: str) -> Any | None:
-        """The item of `GET /videos/{id}` (for `parse_items`), or None when it answers 404."""
+        """The raw object of `GET /videos/{id}`, or None when the provider answers 404."""
         ...
 
     @property

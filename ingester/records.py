@@ -1,10 +1,11 @@
 """Decoding a list response, and turning each item into a `VideoRecord` or saying precisely why
 it cannot be one.
 
-Pure functions, no I/O. msgspec decodes the envelope and keeps each item's received bytes
-(`msgspec.Raw`); the content hash digests those bytes, so an unchanged item is never
-re-encoded. What msgspec refuses (a lone surrogate, NaN/Infinity, a number beyond a double)
-and NUL take the slow path: the stdlib decoder and `clean`. Unknown enum values and extra
+Pure functions, no I/O. msgspec decodes the envelope, keeping each item's bytes
+(`msgspec.Raw`) to decode in `parse_items`; the stored text and content hash are the item as
+msgspec writes it compactly, keys in the order received. What msgspec refuses (a lone
+surrogate, NaN/Infinity, a number beyond a double) and NUL take the slow path: the stdlib
+decoder, `clean` and sorted-key JSON, exactly as before msgspec. Unknown enum values and extra
 keys pass through untouched; only values whose *type* is wrong (or an id/timestamp we cannot
 key or order by) make an item malformed. Every string, in the columns and in `raw`, has
 U+0000 and lone surrogates replaced by U+FFFD so the mirror is byte-for-byte the same on
@@ -66,8 +67,8 @@ class _Envelope(msgspec.Struct):
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
-_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ITEM = msgspec.json.Decoder()
+_ENCODE = msgspec.json.Encoder().encode
 _REFUSED = (msgspec.MsgspecError, RecursionError, UnicodeDecodeError)
 
 
@@ -86,18 +87,15 @@ def decode_list(body: bytes) -> ListBody:
     return ListBody(env.data, env.has_more, env.first_id, env.last_id)
 
 
-def decode_object(body: bytes) -> Any:
-    """A `GET /videos/{id}` body as an item for `parse_items`; `BadBody` unless an object."""
+def decode_object(body: bytes) -> dict[str, Any]:
+    """A `GET /videos/{id}` body, decoded; `BadBody` unless it is a JSON object."""
     try:
-        _OBJECT.decode(body)
-        if not body.isascii():
-            body.decode()
+        doc = _ITEM.decode(body)
     except _REFUSED:
         doc = _loads(body)
-        if not isinstance(doc, dict):
-            raise BadBody("the body is not a JSON object") from None
-        return doc
-    return msgspec.Raw(body)
+    if not isinstance(doc, dict):
+        raise BadBody("the body is not a JSON object")
+    return doc
 
 
 def _loads(body: bytes) -> Any:
@@ -137,8 +135,8 @@ class VideoRecord:
 
     (Not `frozen`: a frozen dataclass sets each of its 16 fields through
     `object.__setattr__`, which tripled the cost of making one, for every job of a backfill.)
-    `raw_json` is the item as received, insignificant whitespace removed; an item that needed
-    cleaning (or came already decoded) is stored as compact JSON with sorted keys instead.
+    `raw_json` is the item as compact JSON, keys in the order received; an item that needed
+    cleaning is stored as compact JSON with sorted keys instead.
     """
 
     id: str
@@ -207,35 +205,49 @@ def parse_video(item: Any) -> VideoRecord:
     return _record(*_received(item))
 
 
-def _received(item: Any) -> tuple[Any, bytes | None]:
-    """The item decoded, and its received JSON without whitespace; None if it needs cleaning.
-
-    Whitespace goes so that a pretty-printed body hashes the same in a list and alone.
-    """
+def _received(item: Any) -> tuple[Any, bool]:
+    """The item decoded, and whether msgspec decoded it (then it holds no lone surrogate and
+    no NaN or infinity)."""
     if not isinstance(item, msgspec.Raw | bytes):
-        return item, None
+        return item, False
     try:
-        data = msgspec.json.format(item, indent=-1)
-        if b"\\u0000" not in data:  # NUL, as JSON text writes it
-            return _ITEM.decode(data), data
+        return _ITEM.decode(item), True
     except _REFUSED:
         pass
     try:
-        return json.loads(bytes(item)), None
+        return json.loads(bytes(item)), False
     except (ValueError, RecursionError) as exc:
         raise InvalidItem("item is not JSON") from exc
 
 
-def _record(raw: Any, data: bytes | None) -> VideoRecord:
+def _compact(value: dict[str, Any], by_msgspec: bool) -> bytes | None:
+    """`value` as compact JSON, keys in the order received; None when it must be cleaned.
+
+    A function of the value, not of the bytes received: a job hashes the same whether it
+    came in a list page, alone from `GET /videos/{id}`, or in a page msgspec refused.
+    """
+    try:
+        data = _ENCODE(value)
+    except (TypeError, ValueError, RecursionError):  # a lone surrogate, a key not a string
+        return None
+    if b"\\u0000" in data:  # NUL, as JSON text writes it
+        return None
+    if not by_msgspec and _ITEM.decode(data) != value:  # NaN or infinity became null
+        return None
+    return data
+
+
+def _record(raw: Any, by_msgspec: bool) -> VideoRecord:
     if not isinstance(raw, dict):
         raise InvalidItem(f"item is a {type(raw).__name__}, not an object")
+    data = _compact(raw, by_msgspec)
     # (counting brackets runs in C; walking every item's values was not free)
     if (data is None or data.count(b"{") + data.count(b"[") > MAX_DEPTH) and depth(raw) > MAX_DEPTH:
         given = raw.get("id")
         usable = isinstance(given, str) and 0 < len(given) <= MAX_ID_LEN and given.isprintable()
         vid_or_none = clean_text(given) if usable and isinstance(given, str) else None
         raise InvalidItem(f"item is nested deeper than {MAX_DEPTH} levels", vid_or_none)
-    if data is None:
+    if data is None:  # as before msgspec, so that these rows stay as they were
         raw = clean(raw)
         text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
         data = text.encode()
@@ -317,8 +329,8 @@ def parse_items(items: Iterable[Any]) -> ParsedPage:
     for given in items:
         item = given
         try:
-            item, data = _received(given)
-            rec = _record(item, data)
+            item, by_msgspec = _received(given)
+            rec = _record(item, by_msgspec)
         except InvalidItem as exc:
             rejected.append(Rejected(item, f"malformed item: {exc}", exc.video_id))
             continue
