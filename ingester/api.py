@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import requests
@@ -35,6 +35,7 @@ from .errors import (
     TransientApiError,
 )
 from .protocols import ErrorEvent, ErrorSink, Order, Page, Stage
+from .records import BadBody, decode_list, decode_object
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a full list page is ~100 KB; refuse anything absurd
 PAYLOAD_CHARS = 2_000
@@ -43,6 +44,7 @@ BACKOFF_INITIAL_S, BACKOFF_MAX_S, JITTER = 0.5, 8.0, 0.25
 RETRY_STATUSES = frozenset({408, 409, 429})
 _TRANSIENT = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+_T = TypeVar("_T")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 try:
     USER_AGENT = f"ingester/{version('ingester')} python-requests/{requests.__version__}"
@@ -246,12 +248,8 @@ class VideosClient:
             raise self._http_error(reply, what, CursorRejectedError, f"{what}: cursor rejected")
         if reply.status != 200:
             raise self._http_error(reply, what)
-        doc = self._decode(reply, what)
-        problem = _envelope_problem(doc)
-        if problem:
-            raise self._fail(DecodeError, "decode", f"{what}: {problem}", reply)
-        first, last = doc.get("first_id"), doc.get("last_id")
-        return Page(doc["data"], doc["has_more"], first, last, reply.request_id)
+        body = self._decode(decode_list, reply, what)
+        return Page(body.items, body.has_more, body.first_id, body.last_id, reply.request_id)
 
     def get_video(self, video_id: str) -> Any | None:
         """The raw object of `GET /videos/{id}`, or None on 404."""
@@ -261,11 +259,7 @@ class VideosClient:
             return None
         if reply.status != 200:
             raise self._http_error(reply, what, video_id=video_id)
-        doc = self._decode(reply, what, video_id)
-        if not isinstance(doc, dict):
-            message = f"{what}: the body is not a JSON object"
-            raise self._fail(DecodeError, "decode", message, reply, video_id)
-        return doc
+        return self._decode(decode_object, reply, what, video_id)
 
     # --- one request under the retry policy ---------------------------------------------
 
@@ -384,15 +378,13 @@ class VideosClient:
 
     # --- translating failures -------------------------------------------------------------
 
-    def _decode(self, reply: _Reply, what: str, vid: str | None = None) -> Any:
+    def _decode(
+        self, decode: Callable[[bytes], _T], reply: _Reply, what: str, vid: str | None = None
+    ) -> _T:
         try:
-            return json.loads(reply.body)
-        except RecursionError as exc:
-            message = f"{what}: the body is JSON nested too deeply to decode"
-            raise self._fail(DecodeError, "decode", message, reply, vid) from exc
-        except ValueError as exc:
-            message = f"{what}: the body is not JSON"
-            raise self._fail(DecodeError, "decode", message, reply, vid) from exc
+            return decode(reply.body)
+        except BadBody as exc:
+            raise self._fail(DecodeError, "decode", f"{what}: {exc}", reply, vid) from exc
 
     def _http_error(
         self,
@@ -482,17 +474,3 @@ def _error_field(body: bytes, name: str) -> str | None:
     except (ValueError, RecursionError, TypeError, KeyError):
         return None
     return value if isinstance(value, str) and value else None  # cut after redaction, not here
-
-
-def _envelope_problem(doc: Any) -> str | None:
-    """What is wrong with a list envelope, or None when it has the documented shape."""
-    if not isinstance(doc, dict):
-        return "the body is not a JSON object"
-    if not isinstance(doc.get("data"), list):
-        return "`data` is not a list"
-    if not isinstance(doc.get("has_more"), bool):
-        return "`has_more` is not a boolean"
-    for key in ("first_id", "last_id"):
-        if not isinstance(doc.get(key), str | None):
-            return f"`{key}` is neither a string nor null"
-    return None

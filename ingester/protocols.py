@@ -19,7 +19,8 @@ Stage = Literal["http", "decode", "validate", "store"]
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One decoded list response; `items` are the raw decoded objects, not yet validated."""
+    """One decoded list response; `items` are not yet validated: what `records.parse_items`
+    takes (`msgspec.Raw` of each item's received bytes from `VideosClient`, or decoded values)."""
 
     items: list[Any]
     has_more: bool

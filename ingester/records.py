@@ -1,9 +1,15 @@
-"""Turning one raw list item into a `VideoRecord`, or saying precisely why it cannot be one.
+"""Decoding a list response, and turning each item into a `VideoRecord` or saying precisely why
+it cannot be one.
 
-Pure functions, no I/O. Unknown enum values and extra keys pass through untouched; only
-values whose *type* is wrong (or an id/timestamp we cannot key or order by) make an item
-malformed. Every string, in the columns and in `raw`, has U+0000 and lone surrogates
-replaced by U+FFFD so the mirror is byte-for-byte the same on every backend.
+Pure functions, no I/O. msgspec decodes the envelope, keeping each item's bytes
+(`msgspec.Raw`) to decode in `parse_items`; the stored text and content hash are the item as
+msgspec writes it compactly, keys in the order received. What msgspec refuses (a lone
+surrogate, NaN/Infinity, a number beyond a double) and NUL take the slow path: the stdlib
+decoder, `clean` and sorted-key JSON, exactly as before msgspec. Unknown enum values and extra
+keys pass through untouched; only values whose *type* is wrong (or an id/timestamp we cannot
+key or order by) make an item malformed. Every string, in the columns and in `raw`, has
+U+0000 and lone surrogates replaced by U+FFFD so the mirror is byte-for-byte the same on
+every backend.
 
 Limits that keep one hostile item from failing its whole page on some backend: an item
 nested deeper than MAX_DEPTH (MariaDB's JSON stops at 32 levels) or larger than
@@ -20,11 +26,12 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from json import encoder as _json_encoder
 from typing import Any, TypeVar
+
+import msgspec
 
 MAX_ID_LEN = 255
 MAX_TS = 253402300799  # 9999-12-31T23:59:59Z
@@ -34,11 +41,85 @@ MAX_TEXT_BYTES = 65_535  # UTF-8 bytes kept in a text column (the raw JSON keeps
 INT32 = 2**31
 _TOO_DEEP = "[nested too deeply]"
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
-_SCALARS = frozenset({str, int, bool, type(None)})
-_FLAT = _SCALARS | {float, dict}
-_STR = frozenset({str})
 _Text = TypeVar("_Text", str, str | None)
 _REMIX = "remixed_from_video_id"
+
+
+class BadBody(ValueError):
+    """A response body that is not the documented JSON shape; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListBody:
+    """A decoded list response. `items` are what `parse_items` takes: each item's received
+    bytes as a `msgspec.Raw`, or its decoded value when the body needed the stdlib decoder."""
+
+    items: list[Any]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class _Envelope(msgspec.Struct):
+    data: list[msgspec.Raw]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_ITEM = msgspec.json.Decoder()
+_ENCODE = msgspec.json.Encoder().encode
+_REFUSED = (msgspec.MsgspecError, RecursionError, UnicodeDecodeError)
+
+
+def decode_list(body: bytes) -> ListBody:
+    """The envelope of a `GET /videos` body; `BadBody` unless it has the documented shape."""
+    try:
+        env = _ENVELOPE.decode(body)
+        if not body.isascii():
+            body.decode()  # msgspec does not check the UTF-8 inside a Raw
+    except _REFUSED:  # the stdlib decoder accepts NaN and lone surrogates, or says what is wrong
+        doc = _loads(body)
+        problem = _envelope_problem(doc)
+        if problem:
+            raise BadBody(problem) from None
+        return ListBody(doc["data"], doc["has_more"], doc.get("first_id"), doc.get("last_id"))
+    return ListBody(env.data, env.has_more, env.first_id, env.last_id)
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """A `GET /videos/{id}` body, decoded; `BadBody` unless it is a JSON object."""
+    try:
+        doc = _ITEM.decode(body)
+    except _REFUSED:
+        doc = _loads(body)
+    if not isinstance(doc, dict):
+        raise BadBody("the body is not a JSON object")
+    return doc
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except RecursionError as exc:
+        raise BadBody("the body is JSON nested too deeply to decode") from exc
+    except ValueError as exc:
+        raise BadBody("the body is not JSON") from exc
+
+
+def _envelope_problem(doc: Any) -> str | None:
+    """What is wrong with a list envelope, or None when it has the documented shape."""
+    if not isinstance(doc, dict):
+        return "the body is not a JSON object"
+    if not isinstance(doc.get("data"), list):
+        return "`data` is not a list"
+    if not isinstance(doc.get("has_more"), bool):
+        return "`has_more` is not a boolean"
+    for key in ("first_id", "last_id"):
+        if not isinstance(doc.get(key), str | None):
+            return f"`{key}` is neither a string nor null"
+    return None
 
 
 class InvalidItem(ValueError):
@@ -55,7 +136,8 @@ class VideoRecord:
 
     (Not `frozen`: a frozen dataclass sets each of its 16 fields through
     `object.__setattr__`, which tripled the cost of making one, for every job of a backfill.)
-    `raw` may be the very dict the item was decoded into, when it needed no cleaning.
+    `raw_json` is the item as compact JSON, keys in the order received; an item that needed
+    cleaning is stored as compact JSON with sorted keys instead.
     """
 
     id: str
@@ -73,7 +155,7 @@ class VideoRecord:
     error_message: str | None
     raw: dict[str, Any]
     content_hash: str
-    raw_json: str  # `raw` as canonical JSON text (what `content_hash` digests; stored as is)
+    raw_json: str  # `raw` as JSON text (what `content_hash` digests; stored as is)
     listed_id: str  # the id as the provider gave it (a gateway's wrapped form of `id`)
 
 
@@ -122,35 +204,6 @@ def clean(value: Any, _level: int = 0) -> Any:
     return value
 
 
-def content_hash(raw: dict[str, Any]) -> str:
-    """A stable 128-bit digest of the object, to tell changed rows from unchanged ones."""
-    return _digest(_canonical(raw))
-
-
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-# The C encoder `json.dumps` builds anew on every call, built once: a third of the cost of
-# encoding one item. No circular check (markers=None): a decoded JSON value has no cycles, and
-# `clean` makes none. Falls back to the encoder object where there is no C accelerator.
-_C_ENCODE: Callable[[Any, int], Iterable[str]] | None = None
-_make_c_encoder = getattr(_json_encoder, "c_make_encoder", None)
-if _make_c_encoder is not None:
-    # markers, default, encoder, indent, key and item separators, sort_keys, skipkeys, allow_nan
-    _C_ENCODE = _make_c_encoder(
-        None, _ENCODER.default, _json_encoder.encode_basestring, None, ":", ",", True, False, True
-    )
-
-
-def _canonical(raw: dict[str, Any]) -> str:
-    """`raw` as compact JSON with sorted keys, exactly as `json.dumps` with those options."""
-    if _C_ENCODE is None:
-        return _ENCODER.encode(raw)
-    return "".join(_C_ENCODE(raw, 0))
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
 def depth(value: Any, limit: int = MAX_DEPTH) -> int:
     """Nesting levels of a JSON value (a scalar 0, `[]` 1), counted without recursion.
 
@@ -170,10 +223,58 @@ def depth(value: Any, limit: int = MAX_DEPTH) -> int:
 
 
 def parse_video(item: Any) -> VideoRecord:
-    """Validate one raw list item; raise `InvalidItem` with a one-line reason if malformed."""
-    if not isinstance(item, dict):
-        raise InvalidItem(f"item is a {type(item).__name__}, not an object")
-    raw, canonical, digest = _cleaned(item)
+    """Validate one item (received bytes or a decoded value); `InvalidItem` if malformed."""
+    return _record(*_received(item))
+
+
+def _received(item: Any) -> tuple[Any, bool]:
+    """The item decoded, and whether msgspec decoded it (then it holds no lone surrogate and
+    no NaN or infinity)."""
+    if not isinstance(item, msgspec.Raw | bytes):
+        return item, False
+    try:
+        return _ITEM.decode(item), True
+    except _REFUSED:
+        pass
+    try:
+        return json.loads(bytes(item)), False
+    except (ValueError, RecursionError) as exc:
+        raise InvalidItem("item is not JSON") from exc
+
+
+def _compact(value: dict[str, Any], by_msgspec: bool) -> bytes | None:
+    """`value` as compact JSON, keys in the order received; None when it must be cleaned.
+
+    A function of the value, not of the bytes received: a job hashes the same whether it
+    came in a list page, alone from `GET /videos/{id}`, or in a page msgspec refused.
+    """
+    try:
+        data = _ENCODE(value)
+    except (TypeError, ValueError, RecursionError):  # a lone surrogate, a key not a string
+        return None
+    if b"\\u0000" in data:  # NUL, as JSON text writes it
+        return None
+    if not by_msgspec and _ITEM.decode(data) != value:  # NaN or infinity became null
+        return None
+    return data
+
+
+def _record(raw: Any, by_msgspec: bool) -> VideoRecord:
+    if not isinstance(raw, dict):
+        raise InvalidItem(f"item is a {type(raw).__name__}, not an object")
+    data = _compact(raw, by_msgspec)
+    # (counting brackets runs in C; walking every item's values was not free)
+    if (data is None or data.count(b"{") + data.count(b"[") > MAX_DEPTH) and depth(raw) > MAX_DEPTH:
+        given = raw.get("id")
+        usable = isinstance(given, str) and 0 < len(given) <= MAX_ID_LEN and given.isprintable()
+        vid_or_none = clean_text(given) if usable and isinstance(given, str) else None
+        raise InvalidItem(f"item is nested deeper than {MAX_DEPTH} levels", vid_or_none)
+    if data is None:  # as before msgspec, so that these rows stay as they were
+        raw = clean(raw)
+        text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        data = text.encode()
+    else:
+        text = data.decode()
     vid = raw.get("id")
     if not isinstance(vid, str) or not vid.strip():
         raise InvalidItem("item has no string id")
@@ -182,7 +283,7 @@ def parse_video(item: Any) -> VideoRecord:
     if vid.endswith(" "):
         raise InvalidItem("item id ends with a space")
     listed, vid = vid, unwrap_id(vid)
-    if len(canonical) > MAX_ITEM_CHARS:
+    if len(text) > MAX_ITEM_CHARS:
         raise InvalidItem(f"item is larger than {MAX_ITEM_CHARS} characters of JSON", vid)
     status = raw.get("status")
     if not isinstance(status, str) or not status:
@@ -219,8 +320,8 @@ def parse_video(item: Any) -> VideoRecord:
         _fit(_text(error.get("code"), vid, "error.code")) if error else None,
         _fit(_text(error.get("message"), vid, "error.message")) if error else None,
         raw,
-        digest,
-        canonical,
+        hashlib.blake2b(data, digest_size=16).hexdigest(),
+        text,
         listed,
     )
 
@@ -243,14 +344,17 @@ class ParsedPage:
 
 
 def parse_items(items: Iterable[Any]) -> ParsedPage:
-    """Parse the items of one page. Of two items with one id the later is kept, in the place
-    of the earlier, and the earlier is rejected as a duplicate."""
+    """Parse the items of one page (`ListBody.items`, or decoded values). Of two items with one
+    id the later is kept, in the place of the earlier, and the earlier is rejected as a
+    duplicate. A rejected item is given decoded, for its error's payload."""
     records: list[VideoRecord] = []
     rejected: list[Rejected] = []
     index: dict[str, int] = {}
-    for item in items:
+    for given in items:
+        item = given
         try:
-            rec = parse_video(item)
+            item, by_msgspec = _received(given)
+            rec = _record(item, by_msgspec)
         except InvalidItem as exc:
             rejected.append(Rejected(item, f"malformed item: {exc}", exc.video_id))
             continue
@@ -263,55 +367,6 @@ def parse_items(items: Iterable[Any]) -> ParsedPage:
         index[rec.id] = len(records)
         records.append(rec)
     return ParsedPage(tuple(records), tuple(rejected))
-
-
-def _cleaned(item: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
-    """`clean(item)`, its canonical JSON text and digest; `InvalidItem` if nested too deeply.
-
-    The usual item (scalars, and objects of scalars) that has nothing to clean is returned as
-    it is: walking it value by value was the costliest part of a backfill's parsing.
-    """
-    if _flat(item):
-        canonical = _canonical(item)
-        try:
-            data = canonical.encode()  # a lone surrogate does not encode: clean it
-        except UnicodeEncodeError:
-            data = b"\\u0000"
-        if b"\\u0000" not in data:  # NUL, as JSON text writes it
-            return item, canonical, hashlib.blake2b(data, digest_size=16).hexdigest()
-    if depth(item) > MAX_DEPTH:
-        given = item.get("id")
-        usable = isinstance(given, str) and 0 < len(given) <= MAX_ID_LEN and given.isprintable()
-        vid_or_none = clean_text(given) if usable and isinstance(given, str) else None
-        raise InvalidItem(f"item is nested deeper than {MAX_DEPTH} levels", vid_or_none)
-    raw = clean(item)
-    canonical = _canonical(raw)
-    return raw, canonical, _digest(canonical)
-
-
-def _flat(item: dict[Any, Any]) -> bool:
-    """True for string keys and finite scalar values, or objects of them, one level deep."""
-    if not _STR.issuperset(map(type, item)):
-        return False
-    kinds = set(map(type, item.values()))
-    if kinds <= _SCALARS:
-        return True  # (checking types as a set runs in C: this is every item of a backfill)
-    if not kinds <= _FLAT:
-        return False
-    for value in item.values():
-        kind = type(value)
-        if kind is float and not math.isfinite(value):
-            return False
-        if kind is dict and not (
-            _STR.issuperset(map(type, value))
-            and all(type(v) in _SCALARS or _finite(v) for v in value.values())
-        ):
-            return False
-    return True
-
-
-def _finite(value: Any) -> bool:
-    return type(value) is float and math.isfinite(value)
 
 
 def _when(raw: dict[str, Any], key: str, vid: str) -> datetime | None:

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import pytest
 import requests
 
@@ -60,6 +61,11 @@ class Seen:
     query: dict[str, list[str]]
     headers: dict[str, str]
     target: str = ""  # the request line's target as sent (absolute through a proxy)
+
+
+def decoded(items: list[Any]) -> list[Any]:
+    """Items as the client hands them over (each item's received bytes), decoded."""
+    return [msgspec.json.decode(item) for item in items]
 
 
 def page(*ids: str, has_more: bool = False) -> Step:
@@ -209,9 +215,9 @@ def test_limit_and_order_always_sent_after_only_when_given(
     assert server.seen[0].path == "/v1/videos"
     assert server.seen[0].query == {"limit": ["7"], "order": ["desc"]}
     assert server.seen[1].query == {"limit": ["100"], "order": ["asc"], "after": ["b"]}
-    assert [i["id"] for i in first.items] == ["a", "b"] and first.has_more
+    assert [i["id"] for i in decoded(first.items)] == ["a", "b"] and first.has_more
     assert (first.first_id, first.last_id, first.request_id) == ("a", "b", "req_page")
-    assert second.items == [{"id": "c", "object": "video", "status": "completed"}]
+    assert decoded(second.items) == [{"id": "c", "object": "video", "status": "completed"}]
     assert not second.has_more
     assert harness.client.requests == 2 and harness.client.retries == 0
     assert harness.client.status_counts == {200: 2}
@@ -267,7 +273,7 @@ def test_the_proxy_of_the_environment_is_used(
     monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/v1"))
     h = Harness(server, base_url="http://127.0.0.1:9/v1")
     server.add(page("a"))
-    assert [i["id"] for i in h.list().items] == ["a"]
+    assert [i["id"] for i in decoded(h.list().items)] == ["a"]
     assert server.seen[0].target.startswith("http://127.0.0.1:9/v1/videos?")
     assert {k.lower(): v for k, v in server.seen[0].headers.items()}["authorization"] == (
         f"Bearer {KEY}"
@@ -305,7 +311,7 @@ def test_get_video_non_object_is_decode_error(server: Script, harness: Harness) 
 
 def test_retry_after_seconds_is_honoured(server: Script, harness: Harness) -> None:
     server.add(Step(429, {"error": {"message": "slow down"}}, {"Retry-After": "3"}), page("a"))
-    assert harness.list().items[0]["id"] == "a"
+    assert decoded(harness.list().items)[0]["id"] == "a"
     assert harness.sleeps == [3.0]
     assert harness.client.retries == 1 and harness.client.requests == 2
 
@@ -457,7 +463,7 @@ def test_x_should_retry_false_stops_a_500(server: Script, harness: Harness) -> N
 
 def test_x_should_retry_true_retries_a_400(server: Script, harness: Harness) -> None:
     server.add(Step(400, b"", {"x-should-retry": "true"}), page("a"))
-    assert harness.list().items[0]["id"] == "a"
+    assert decoded(harness.list().items)[0]["id"] == "a"
     assert len(server.seen) == 2 and harness.client.retries == 1
 
 

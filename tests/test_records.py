@@ -3,12 +3,21 @@ for each kind of malformed item (the reason lands in `sync_errors.message`)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
-from ingester.records import MAX_ID_LEN, InvalidItem, parse_video
+from ingester.records import (
+    MAX_ID_LEN,
+    BadBody,
+    InvalidItem,
+    decode_list,
+    parse_items,
+    parse_video,
+)
 from tests.fakes import job
 
 
@@ -20,7 +29,8 @@ def test_a_usual_item_becomes_its_columns() -> None:
     assert rec.completed_at == datetime(2025, 10, 9, 8, 55, tzinfo=UTC)
     assert rec.expires_at is None
     assert (rec.error_code, rec.error_message) == ("7", "bad")  # a numeric code kept as text
-    assert rec.raw == item and rec.raw_json.startswith('{"completed_at":1760000100,')
+    assert rec.raw == item and json.loads(rec.raw_json) == item
+    assert rec.raw_json.startswith('{"id":"video_000001","object":')  # keys as received
 
 
 @pytest.mark.parametrize(
@@ -83,3 +93,32 @@ def test_a_malformed_item_says_why_in_one_line(item: Any, message: str) -> None:
     assert str(raised.value) == message
     has_id = not message.startswith("item")  # the id itself is what is wrong
     assert raised.value.video_id == (item["id"] if has_id else None)
+
+
+def test_a_page_msgspec_refuses_stores_its_good_items_as_a_clean_page_does() -> None:
+    good = job(1, prompt="café 🎬")
+    bad = {"id": "n", "status": "queued", "created_at": 1, "x": float("nan"), "p": "a\ud800"}
+    clean_page = decode_list(json.dumps({"data": [good], "has_more": False}).encode())
+    hostile = decode_list(json.dumps({"data": [good, bad], "has_more": True}).encode())
+    assert isinstance(clean_page.items[0], msgspec.Raw) and hostile.items[0] == good  # stdlib
+    (a,), (b, n) = parse_items(clean_page.items).records, parse_items(hostile.items).records
+    assert (a.raw_json, a.content_hash) == (b.raw_json, b.content_hash)  # no update, ever
+    assert n.raw == {"id": "n", "status": "queued", "created_at": 1, "x": "nan", "p": "a\ufffd"}
+    assert n.raw_json == '{"created_at":1,"id":"n","p":"a\ufffd","status":"queued","x":"nan"}'
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"[]", "the body is not a JSON object"),
+        (b'{"data": {}, "has_more": true}', "`data` is not a list"),
+        (b'{"data": [], "has_more": 1}', "`has_more` is not a boolean"),
+        (b'{"data": [], "has_more": true, "last_id": 5}', "`last_id` is neither a string nor null"),
+        (b'{"data": ["\xff"], "has_more": false}', "the body is not JSON"),
+        (b"[" * 100_000, "the body is JSON nested too deeply to decode"),
+    ],
+)
+def test_a_bad_envelope_says_what_is_wrong(body: bytes, problem: str) -> None:
+    with pytest.raises(BadBody) as caught:
+        decode_list(body)
+    assert str(caught.value) == problem
