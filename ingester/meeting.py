@@ -1,13 +1,13 @@
 """Where the two chains of a full scan walking from both ends meet.
 
 A full scan with a second client walks `asc` from the start and `desc` from the head at once
-(`Syncer._scan_both`). Each chain has an `Edge`: the extreme `created_at` it has read (the
+(`scan.Scanner`). Each chain has an `Edge`: the extreme `created_at` it has read (the
 newest for `asc`, the oldest for `desc`) and the ids it read at exactly that instant. The
 list is in `created_at` order, so `asc` has read every job created before its edge and `desc`
 every job created after its own; once the `asc` edge is past the `desc` edge, every job has
 been read by one chain or the other and the scan is complete. Jobs at an edge instant itself
-(ties are in no known order) count as read only by id. The chains share one lock, so an edge
-only ever holds pages that are committed.
+(ties are in no known order) count as read only by id. Edges move only over verified pages
+(`paging`), in the one thread that writes the pages of both chains.
 """
 
 from __future__ import annotations
