@@ -267,14 +267,17 @@ def backfill_cmd(
             on_page=on_page,
         ) as syncer,
     ):  # fmt: skip
-        deadline = time.monotonic() + wait_s
+        deadline, waited = time.monotonic() + wait_s, False
         while True:
             try:
                 result = syncer.backfill(lo, hi)
                 break
-            except LeaseBusyError:
+            except LeaseBusyError as busy:
                 if time.monotonic() >= deadline:
                     raise
+                if not waited:
+                    log.info("%s; waiting up to %gs for its lease", busy, wait_s)
+                    waited = True
                 stop.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     finish(result)
 
