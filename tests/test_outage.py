@@ -214,9 +214,9 @@ def test_database_lost_right_after_a_pass_is_one_log_line(
 ) -> None:
     from ingester.config import Secret, Settings, SourceSettings
     from ingester.daemon import SourceWorker
-    from ingester.stopping import StopToken
     from ingester.metrics import Metrics
     from ingester.protocols import RunCounts
+    from ingester.stopping import StopToken
     from ingester.store import SqlStore
     from ingester.sync import PassResult
 
