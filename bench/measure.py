@@ -1,6 +1,6 @@
 """The measurements: each builds what it needs, runs one thing, and returns numbers.
 
-Everything goes through the code `ingester backfill` / `ingester sync` run (`cli.make_syncer`,
+Everything goes through the code `ingester backfill` / `ingester sync` run (`wiring.build_syncer`,
 `VideosClient`, `Syncer`, `SqlStore`), against `bench.server` in another process.
 """
 
@@ -23,13 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ingester.api import VideosClient
-from ingester.cli import make_syncer
 from ingester.config import Secret, SourceSettings
 from ingester.database import make_engine, migrate
 from ingester.protocols import Order, Page
 from ingester.runs import PassResult
 from ingester.store import SqlStore
 from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 
 from .server import API_KEY, Served
 
@@ -163,11 +163,11 @@ def write_only(served: Served, pages: dict[str | None, Page], url: str) -> Timed
 
 
 def backfill(served: Served, url: str) -> Timed:
-    """What `ingester backfill` does (`cli.make_syncer`), timed in this process."""
+    """What `ingester backfill` does (`wiring.build_syncer`), timed in this process."""
     engine = make_engine(url)
     try:
-        syncer = make_syncer(settings(served), SqlStore(engine), lease_ttl_s=120.0)
-        return _timed(syncer.backfill)
+        with build_syncer(settings(served), SqlStore(engine), owner="bench") as syncer:
+            return _timed(syncer.backfill)
     finally:
         engine.dispose()
 
@@ -176,8 +176,8 @@ def sync_pass(served: Served, url: str) -> Timed:
     """One incremental pass, as `ingester sync` runs it, timed in this process."""
     engine = make_engine(url)
     try:
-        syncer = make_syncer(settings(served), SqlStore(engine), lease_ttl_s=120.0)
-        return _timed(syncer.sync)
+        with build_syncer(settings(served), SqlStore(engine), owner="bench") as syncer:
+            return _timed(syncer.sync)
     finally:
         engine.dispose()
 

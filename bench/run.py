@@ -164,7 +164,7 @@ def bench_backfill(report: Report, work: Path) -> None:
     sec.notes.append(
         "fetch-only: the same pages through the same client, no database. write-only: the "
         "same pages (fetched beforehand) through the same `Syncer.backfill` and `SqlStore`, "
-        "no HTTP. backfill: `cli.make_syncer` + `Syncer.backfill`, as `ingester backfill`."
+        "no HTTP. backfill: `wiring.build_syncer` + `Syncer.backfill`, as `ingester backfill`."
     )
 
 

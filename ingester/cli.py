@@ -1,11 +1,17 @@
 """The `ingester` command: migrate, sync, backfill, run, status, demo, report.
 
-Only this module (and `daemon`) builds concrete objects and configures logging. Every
-`IngesterError` ends as one line on stderr and a non-zero exit code:
+Only this module (and `daemon`) builds concrete objects, through `wiring`, and configures
+logging. Every `IngesterError` ends as one line on stderr and a non-zero exit code:
 
-    1  a pass failed (provider or data error)      4  the provider does not serve the Videos API
-    2  bad settings or input                        5  the source is busy (lease held elsewhere)
-    3  the provider refused the API key             6  the database failed or is not migrated
+    1  a pass failed (provider or data error)      5  the source is busy (lease held elsewhere)
+    2  bad settings or input                        6  the database failed or is not migrated
+    3  the provider refused the API key             7  aborted by a second stop signal
+    4  the provider does not serve the Videos API 130  interrupted by SIGINT/SIGTERM
+
+Stopping (`stopping`, the same for every command): the first SIGINT/SIGTERM lets the pass
+commit the page in hand and wakes every wait (Retry-After, budget, back-off, `--wait`, the
+demo's interval); the run ends `interrupted` and a one-shot command exits 130 (`run` exits 0).
+A second signal exits at once with 7 (`stopping.ABORT_EXIT_CODE`).
 """
 
 from __future__ import annotations
@@ -25,21 +31,22 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import status as status_mod
-from .budget import RequestBudget
 from .config import Settings, SourceSettings, load_settings
 from .database import make_engine, migrate, require_head, safe_url, schema_revision
 from .errors import (
     AuthError,
     ConfigError,
     IngesterError,
+    Interrupted,
     LeaseBusyError,
     NotServedError,
     StoreError,
 )
-from .protocols import ErrorBuffer, RunCounts
+from .protocols import RunCounts
 from .runs import PassResult
+from .stopping import stop_on_signals
 from .store import SqlStore
-from .sync import Syncer
+from .wiring import build_syncer
 
 if TYPE_CHECKING:
     from .simulator import Profile
@@ -52,6 +59,7 @@ EXIT_CODES: list[tuple[type[IngesterError], int]] = [
     (NotServedError, 4),
     (LeaseBusyError, 5),
     (StoreError, 6),
+    (Interrupted, 130),  # stopped while waiting, before a run began (`--wait`, the demo)
 ]
 
 
@@ -166,40 +174,6 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def make_syncer(
-    source: SourceSettings,
-    store: SqlStore,
-    *,
-    lease_ttl_s: float,
-    should_stop: Callable[[], bool] = lambda: False,
-    on_page: Callable[[RunCounts], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Syncer:
-    """Wire two clients, an error buffer and a store into a Syncer for one source.
-
-    The second client walks the list from the head during a full scan (the two chains meet
-    in the middle); both spend one request budget, so `requests_per_minute` and a 429's pause
-    hold for the source as a whole.
-    """
-    from .api import VideosClient
-
-    errors = ErrorBuffer()
-    budget = RequestBudget(source.requests_per_minute, sleep)
-    client = VideosClient(source, on_error=errors, sleep=sleep, budget=budget)
-    head = VideosClient(source, on_error=errors, sleep=sleep, budget=budget)
-    return Syncer(
-        source,
-        client,
-        store,
-        owner=owner_id(),
-        errors=errors,
-        lease_ttl_s=lease_ttl_s,
-        should_stop=should_stop,
-        on_page=on_page,
-        head_source=head,
-    )
-
-
 def finish(result: PassResult) -> None:
     """Print a one-line summary and exit non-zero unless the pass succeeded."""
     c = result.counts
@@ -243,8 +217,13 @@ def sync_cmd(obj: Context, source_name: str | None) -> None:
     """Run one incremental pass: new jobs, open jobs, and stale jobs by id."""
     settings = obj.settings
     source = settings.source(source_name)
-    syncer = make_syncer(source, obj.store(), lease_ttl_s=settings.lease_ttl_s)
-    with interrupt_as_stop(syncer):
+    store = obj.store()
+    with (
+        stop_on_signals() as stop,
+        build_syncer(
+            source, store, owner=owner_id(), stop=stop, lease_ttl_s=settings.lease_ttl_s
+        ) as syncer,
+    ):
         finish(syncer.sync())
 
 
@@ -286,18 +265,26 @@ def backfill_cmd(
     settings = obj.settings
     source = settings.source(source_name)
     store = obj.store()
-    with progress_reporter(progress) as on_page:
-        syncer = make_syncer(source, store, lease_ttl_s=settings.lease_ttl_s, on_page=on_page)
-        with interrupt_as_stop(syncer):
-            deadline = time.monotonic() + wait_s
-            while True:
-                try:
-                    result = syncer.backfill(lo, hi)
-                    break
-                except LeaseBusyError:
-                    if time.monotonic() >= deadline:
-                        raise
-                    time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    with (
+        stop_on_signals() as stop,
+        progress_reporter(progress) as on_page,
+        build_syncer(
+            source, store, owner=owner_id(), stop=stop, lease_ttl_s=settings.lease_ttl_s,
+            on_page=on_page,
+        ) as syncer,
+    ):  # fmt: skip
+        deadline, waited = time.monotonic() + wait_s, False
+        while True:
+            try:
+                result = syncer.backfill(lo, hi)
+                break
+            except LeaseBusyError as busy:
+                if time.monotonic() >= deadline:
+                    raise
+                if not waited:
+                    log.info("%s; waiting up to %gs for its lease", busy, wait_s)
+                    waited = True
+                stop.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     finish(result)
 
 
@@ -337,23 +324,26 @@ def demo_cmd(obj: Context, jobs: int, passes: int, interval: float, profile: Pro
     world.add_jobs(jobs // 10, created_at=now - 5, spacing_s=0.5, queued_s=(1, 3),
                    render_s=(2, 2 + interval * passes))  # fmt: skip
     key = uuid.uuid4().hex
-    # Until the litellm provider preset exists, send LiteLLM's routing header by hand.
-    litellm = profile.startswith("litellm")
-    headers = (("custom-llm-provider", "openai"),) if litellm else ()
+    provider = "litellm" if profile.startswith("litellm") else "openai"
     with Simulator(world, profile=profile, api_key=key) as sim:
         from .config import Secret
 
         source = SourceSettings(
-            name="demo", base_url=sim.base_url, api_key=Secret(key), extra_headers=headers
+            name="demo", provider=provider, base_url=sim.base_url, api_key=Secret(key)
         )
         engine = make_engine(obj.settings.database_url)
         migrate(engine)
         store = SqlStore(engine)
-        syncer = make_syncer(source, store, lease_ttl_s=obj.settings.lease_ttl_s)
-        for i in range(passes):
-            if i:
-                time.sleep(interval)
-            finish(syncer.sync())
+        with (
+            stop_on_signals() as stop,
+            build_syncer(
+                source, store, owner=owner_id(), stop=stop, lease_ttl_s=obj.settings.lease_ttl_s
+            ) as syncer,
+        ):
+            for i in range(passes):
+                if i:
+                    stop.sleep(interval)
+                finish(syncer.sync())
         click.echo(f"\nmirror: {safe_url(engine)}\n")
         click.echo(status_mod.render(status_mod.collect(engine, "demo")))
 
@@ -407,28 +397,6 @@ def report_cmd(obj: Context, source_name: str | None, output: str, days: int) ->
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def interrupt_as_stop(syncer: Syncer) -> Iterator[None]:
-    """Ctrl-C / SIGTERM during a one-shot pass: finish the page in hand, then stop."""
-    import signal
-
-    requested: list[int] = []
-
-    def handler(signum: int, _frame: Any) -> None:
-        if requested:
-            raise KeyboardInterrupt  # a second signal: stop at once
-        requested.append(signum)
-        log.warning("stop requested; finishing the current page (again to abort)")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    syncer.should_stop = lambda: bool(requested)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @contextmanager

@@ -5,15 +5,20 @@ when one is due (or pending). The next tick comes after the pass interval while 
 open and after the idle interval otherwise, with jitter; APScheduler never starts a job
 while the previous run of it is still going (`max_instances=1`) and coalesces missed runs.
 
-Signals (rq's `request_stop`): the handler only records the request; the pass in hand
-finishes its page (its commit) and the process exits 0. A second SIGTERM/SIGINT exits at
-once. SIGHUP reloads the configuration. Every wait wakes on the stop event.
+Signals (`stopping`, as for the one-shot commands): the first SIGTERM/SIGINT only records
+the request; the pass in hand finishes its page (its commit) and the process exits 0. A
+second one exits at once. SIGHUP reloads the configuration. Every wait wakes on the stop.
+
+The watchdog (`WatchdogSec=`) is pinged from progress, not from the scheduler being alive:
+each worker notes a heartbeat when a tick starts and ends, a response arrives or a page is
+committed (a wait the pass chose, such as a Retry-After, counts until it ends), and the main
+loop pings only while no running pass has been silent longer than the watchdog interval. So
+a stuck pass gets the service restarted; `WatchdogSec=` must exceed the client timeout.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -21,7 +26,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -29,34 +33,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Connection
 
-from .api import VideosClient
-from .budget import RequestBudget
 from .config import Settings, SourceSettings
 from .database import make_engine, require_head
-from .errors import ConfigError, IngesterError, Interrupted, LeaseBusyError, StoreError
+from .errors import ConfigError, IngesterError, LeaseBusyError, StoreError
 from .metrics import Metrics, MetricsServer
 from .models import sync_state, video_jobs
-from .protocols import ErrorBuffer
+from .stopping import StopToken, stop_on_signals
 from .store import SqlStore
-from .sync import Syncer
 from .systemd import Notifier
+from .wiring import build_syncer
 
 log = logging.getLogger(__name__)
-
-
-class StopToken:
-    """The stop request, and waits that wake on it."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __call__(self) -> bool:
-        return self.event.is_set()
-
-    def sleep(self, seconds: float) -> None:
-        """Wait up to `seconds`; raise Interrupted if a stop is requested meanwhile."""
-        if self.event.wait(max(0.0, seconds)):
-            raise Interrupted("stop requested")
 
 
 class SourceWorker:
@@ -80,38 +67,43 @@ class SourceWorker:
         self.reschedule = reschedule
         self.interval_s = settings.sync_interval_s
         self.last_summary = "no pass yet"
-        budget = RequestBudget(source.requests_per_minute, stop.sleep)
-        errors = ErrorBuffer()
+        self.running = False
+        self.heartbeat = time.monotonic()  # the last sign of progress (later during a wait)
 
-        def client() -> VideosClient:
-            return VideosClient(
-                source,
-                on_error=errors,
-                sleep=stop.sleep,
-                budget=budget,
-                on_response=lambda status, elapsed: metrics.record_response(
-                    source.name, status, elapsed
-                ),
-            )
+        def on_response(status: int | None, elapsed_s: float) -> None:
+            metrics.record_response(source.name, status, elapsed_s)
+            self.beat()
 
-        self.client, self.head = client(), client()  # the head client walks from the head
-        self.syncer = Syncer(
-            source,
-            self.client,
-            store,
-            owner=owner,
-            errors=errors,
-            lease_ttl_s=settings.lease_ttl_s,
-            should_stop=stop,
-            on_page=lambda _counts: metrics.lease.labels(source.name).set(1),
-            head_source=self.head,  # the reconcile scan walks from both ends at once
-        )
+        def on_page(_counts: object) -> None:
+            metrics.lease.labels(source.name).set(1)
+            self.beat()
+
+        self.wired = build_syncer(
+            source, store, owner=owner, stop=stop, lease_ttl_s=settings.lease_ttl_s,
+            on_page=on_page, on_response=on_response, sleep=self._wait,
+        )  # fmt: skip
+        self.syncer = self.wired.syncer
+
+    def beat(self) -> None:
+        """Note that the pass made progress."""
+        self.heartbeat = max(self.heartbeat, time.monotonic())
+
+    def _wait(self, seconds: float) -> None:
+        # a wait the pass chose (Retry-After, budget, back-off) is not silence until it ends
+        self.heartbeat = max(self.heartbeat, time.monotonic() + seconds)
+        self.stop.sleep(seconds)
+
+    def silent_s(self, now: float) -> float:
+        """How long the running pass has shown no progress (0 when no pass runs)."""
+        return max(0.0, now - self.heartbeat) if self.running else 0.0
 
     def tick(self) -> None:
         """One scheduled run: a sync pass, then a reconcile scan when due."""
         name = self.source.name
         if self.stop():
             return
+        self.running = True
+        self.beat()
         try:
             result = self.syncer.sync()
             self.metrics.record_pass(name, result)
@@ -141,6 +133,8 @@ class SourceWorker:
             self.metrics.record_failure(name, "sync")
             log.exception("unexpected error in the pass of %s", name)
         finally:
+            self.running = False
+            self.beat()
             self.metrics.lease.labels(name).set(0)
 
     def _summary(self, kind: str, outcome: str, items: int, elapsed_s: float) -> None:
@@ -191,9 +185,8 @@ class SourceWorker:
             )
 
     def close(self) -> None:
-        """Close the HTTP session."""
-        self.client.close()
-        self.head.close()
+        """Close the HTTP sessions."""
+        self.wired.close()
 
 
 class Service:
@@ -280,13 +273,18 @@ class Service:
             self.scheduler.resume()
         log.info("configuration reloaded: %d source(s)", len(settings.sources))
 
+    def stalled(self, limit_s: float) -> list[str]:
+        """The sources whose running pass has been silent longer than `limit_s`."""
+        now = time.monotonic()
+        return [n for n, w in list(self.workers.items()) if w.silent_s(now) > limit_s]
+
     def status_line(self) -> str:
         """The STATUS= line for systemd: the last pass of each source."""
         return "; ".join(w.last_summary for w in self.workers.values())[:400]
 
     def shutdown(self) -> None:
         """Stop scheduling, let the passes in hand commit their page, close everything."""
-        self.stop.event.set()
+        self.stop.request()
         self.scheduler.shutdown(wait=True)
         for worker in self.workers.values():
             worker.close()
@@ -305,51 +303,47 @@ def run_service(load: Callable[[], Settings], owner: str, notifier: Notifier | N
     notifier = notifier or Notifier()
     settings = load()
     service = Service(settings, owner, notifier)
-    signals_seen: list[int] = []
-
-    def on_stop(signum: int, _frame: FrameType | None) -> None:
-        if signals_seen:
-            log.warning("second stop signal: exiting at once")
-            os._exit(1)
-        signals_seen.append(signum)
-        service.stop.event.set()
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
         service.reload_requested.set()
 
-    previous: dict[int, Any] = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, on_stop),
-        signal.SIGINT: signal.signal(signal.SIGINT, on_stop),
-        signal.SIGHUP: signal.signal(signal.SIGHUP, on_hup),
-    }
+    previous_hup = signal.signal(signal.SIGHUP, on_hup)
     try:
-        service.start()
-        names = ", ".join(s.name for s in settings.sources)
-        log.info("service started: %d source(s): %s", len(settings.sources), names)
-        notifier.ready(f"syncing {names}")
-        tick = min(1.0, notifier.watchdog_s / 3) if notifier.watchdog_s else 1.0
-        last_status = ""
-        while not service.stop.event.wait(tick):
-            if service.scheduler.running:
-                notifier.watchdog()
-            if service.reload_requested.is_set():
-                service.reload_requested.clear()
-                notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
-                try:
-                    service.reload(load())
-                except (ConfigError, StoreError) as exc:
-                    log.error("reload refused, keeping the running configuration: %s", exc)
-                notifier.ready(f"syncing {', '.join(s.name for s in service.settings.sources)}")
-            status = service.status_line()
-            if status != last_status:
-                notifier.status(status)
-                last_status = status
-        log.info("stop requested: finishing the pages in hand")
-        notifier.stopping()
-        service.shutdown()
-        log.info("service stopped")
-        return 0
+        with stop_on_signals(service.stop):
+            service.start()
+            names = ", ".join(s.name for s in settings.sources)
+            log.info("service started: %d source(s): %s", len(settings.sources), names)
+            notifier.ready(f"syncing {names}")
+            watchdog_s = notifier.watchdog_s
+            tick = min(1.0, watchdog_s / 3) if watchdog_s else 1.0
+            last_status = ""
+            last_stalled: list[str] = []
+            while not service.stop.event.wait(tick):
+                stalled = service.stalled(watchdog_s) if watchdog_s else []
+                if stalled and stalled != last_stalled:
+                    log.warning("no progress in %s for %gs: not pinging the watchdog",
+                                ", ".join(stalled), watchdog_s)  # fmt: skip
+                last_stalled = stalled
+                if service.scheduler.running and not stalled:
+                    notifier.watchdog()
+                if service.reload_requested.is_set():
+                    service.reload_requested.clear()
+                    notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
+                    try:
+                        service.reload(load())
+                    except (ConfigError, StoreError) as exc:
+                        log.error("reload refused, keeping the running configuration: %s", exc)
+                    sources = ", ".join(s.name for s in service.settings.sources)
+                    notifier.ready(f"syncing {sources}")
+                status = service.status_line()
+                if status != last_status:
+                    notifier.status(status)
+                    last_status = status
+            log.info("stop requested: finishing the pages in hand")
+            notifier.stopping()
+            service.shutdown()
+            log.info("service stopped")
+            return 0
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signal.signal(signal.SIGHUP, previous_hup)
         notifier.close()

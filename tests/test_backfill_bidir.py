@@ -18,15 +18,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ingester.api import VideosClient
 from ingester.config import Secret, SourceSettings
 from ingester.errors import TransientApiError
 from ingester.models import sync_state, video_job_transitions, video_jobs
-from ingester.protocols import ErrorBuffer, Order, Page
+from ingester.protocols import Order, Page
 from ingester.scan import READ_AHEAD
 from ingester.simulator import FakeClock, Simulator, World
 from ingester.store import SqlStore
 from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 from tests.fakes import Clock, ListSource, job
 from tests.test_model import assert_mirror_is_truth
 
@@ -263,12 +263,10 @@ def test_both_ends_over_http_while_jobs_move(engine: Engine, seed: int) -> None:
     with Simulator(world, api_key=KEY) as sim:
         source = SourceSettings(name="bidir", base_url=sim.base_url, api_key=Secret(KEY),
                                 page_size=7)  # fmt: skip
-        errors = ErrorBuffer()
-        syncer = Syncer(
-            source, VideosClient(source, on_error=errors), SqlStore(engine), owner="bidir",
-            errors=errors, clock=lambda: datetime.fromtimestamp(clock(), UTC),
-            head_source=VideosClient(source, on_error=errors),
-        )  # fmt: skip
+        syncer = build_syncer(
+            source, SqlStore(engine), owner="bidir",
+            clock=lambda: datetime.fromtimestamp(clock(), UTC),
+        ).syncer  # fmt: skip
         for step in itertools.count():
             result = syncer.backfill() if step == 0 else syncer.sync()
             assert result.outcome == "succeeded"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from ingester.database import make_engine
-from ingester.models import video_jobs
-from ingester.simulator import Simulator, World
+from ingester.models import sync_runs, video_jobs
+from ingester.simulator import Fault, Simulator, World
+from tests.proc import Proc, wait_for
 
 INGESTER = str(Path(sys.executable).with_name("ingester"))
 KEY = "sk-cli-test-DISTINCTIVE-7f3a9c"
@@ -228,3 +230,73 @@ def test_backfill_shows_a_progress_bar_on_a_terminal(env: dict[str, str]) -> Non
     assert b"\r" in screen  # a redrawn bar, not log lines
     plain = ingester("backfill", env=env)  # stderr is a pipe here: no bar
     assert plain.returncode == 0 and "jobs/s" not in plain.stderr and "\r" not in plain.stderr
+
+
+def runs(url: str) -> list[str]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        outcomes = conn.execute(sa.select(sync_runs.c.outcome).order_by(sync_runs.c.id)).all()
+    engine.dispose()
+    return [o for (o,) in outcomes]
+
+
+def test_sigint_wakes_a_retry_after_wait(
+    env: dict[str, str], sim: Simulator, tmp_path: Path
+) -> None:
+    """Ctrl-C while the provider asked for 120 s: the backfill ends now, `interrupted`, 130."""
+    assert ingester("migrate", env=env).returncode == 0
+    sim.faults.push(Fault.rate_limited(retry_after=120), count=1000)
+    backfill = Proc(["backfill", "--no-progress"], env, tmp_path / "backfill.log")
+    try:
+        wait_for(lambda: any(r.status == 429 for r in sim.requests), 30, "a 429")
+        backfill.proc.send_signal(signal.SIGINT)
+        code = backfill.proc.wait(30)  # far less than the 120 s asked for
+    finally:
+        backfill.close()
+    assert code == 130, backfill.log()
+    assert "backfill run 1: interrupted" in backfill.log()
+    assert runs(env["INGESTER_DATABASE_URL"]) == ["interrupted"]
+    assert sum(r.status == 429 for r in sim.requests) <= 2  # one per chain, no retry sent
+
+
+def test_second_signal_during_a_stuck_pass_exits_at_once(
+    env: dict[str, str], sim: Simulator, tmp_path: Path
+) -> None:
+    """The first SIGTERM waits for the request in hand (30 s timeout); a second exits with 7."""
+    assert ingester("migrate", env=env).returncode == 0
+    sim.faults.push(Fault.stall(), count=1000)
+    sync = Proc(["sync"], env, tmp_path / "sync.log")
+    try:
+        wait_for(lambda: sim.request_count >= 1, 30, "a stalled request")
+        sync.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "again to abort" in sync.log(), 30, "the stop to be recorded")
+        assert sync.alive()  # the request in hand is still waiting for its answer
+        sync.proc.send_signal(signal.SIGINT)
+        code = sync.proc.wait(10)  # far less than the client's 30 s timeout
+    finally:
+        sync.close()
+    assert code == 7, sync.log()
+    assert "exiting at once" in sync.log()
+    assert runs(env["INGESTER_DATABASE_URL"]) == ["running"]  # nothing after the abort
+
+
+def test_sigint_wakes_the_wait_for_a_busy_source(env: dict[str, str], tmp_path: Path) -> None:
+    """`backfill --wait` for a lease held elsewhere wakes on the stop too: 130, no run."""
+    from datetime import UTC, datetime
+
+    from ingester.store import SqlStore
+
+    assert ingester("migrate", env=env).returncode == 0
+    store = SqlStore(make_engine(env["INGESTER_DATABASE_URL"]))
+    assert store.acquire_lease("default", "the-service", 600, datetime.now(UTC))
+    backfill = Proc(["backfill", "--no-progress", "--wait", "600"], env, tmp_path / "wait.log")
+    try:
+        wait_for(lambda: "waiting up to 600s" in backfill.log(), 30, "the wait for the lease")
+        backfill.proc.send_signal(signal.SIGINT)
+        code = backfill.proc.wait(30)  # far less than the 600 s it was willing to wait
+    finally:
+        backfill.close()
+    store.engine.dispose()
+    assert code == 130, backfill.log()
+    assert "ingester: error: stop requested" in backfill.log()
+    assert runs(env["INGESTER_DATABASE_URL"]) == []

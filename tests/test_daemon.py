@@ -47,14 +47,17 @@ def free_port() -> int:
 class Daemon:
     """An `ingester run` subprocess with its notify socket and log file."""
 
-    def __init__(self, tmp: Path, env: dict[str, str], *args: str, name: str = "d") -> None:
+    def __init__(
+        self, tmp: Path, env: dict[str, str], *args: str, name: str = "d",
+        watchdog_usec: int = 3_000_000,
+    ) -> None:  # fmt: skip
         self.notify_path = tmp / f"{name}-notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.notify_path))
         self.notify.settimeout(0.2)
         self.messages: list[str] = []
         self.log_path = tmp / f"{name}.log"
-        env = dict(env, NOTIFY_SOCKET=str(self.notify_path), WATCHDOG_USEC="3000000")
+        env = dict(env, NOTIFY_SOCKET=str(self.notify_path), WATCHDOG_USEC=str(watchdog_usec))
         self.proc = subprocess.Popen(
             [INGESTER, *args, "run"], env=env, stdout=self.log_path.open("w"),
             stderr=subprocess.STDOUT,
@@ -411,4 +414,48 @@ def test_sighup_reloads_the_sources(tmp_path: Path, daemons: list[Daemon]) -> No
         d.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "reload refused" in d.log(), 10, "refused reload")
         assert d.proc.poll() is None  # a bad config never takes the service down
+        assert d.stop() == 0
+
+
+def watchdog_pings(d: Daemon, seconds: float) -> int:
+    """WATCHDOG=1 messages received in the next `seconds` (those queued before are dropped)."""
+    before = len(d.drain_notify())
+    time.sleep(seconds)
+    return sum("WATCHDOG=1" in m for m in d.drain_notify()[before:])
+
+
+def test_watchdog_pings_stop_while_a_pass_hangs(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """A list request that never answers (120 s client timeout): no WATCHDOG=1 after 1 s."""
+    world = World(seed=7)
+    world.add_jobs(10, created_at=1_763_000_000, status="completed")
+    with Simulator(world, api_key=KEY) as sim:
+        sim.faults.push(Fault.stall(), count=1000, path_contains="/videos")
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+        migrate(make_engine(url))
+        config = tmp_path / "ingester.toml"
+        config.write_text(f'[[sources]]\nname = "stuck"\nbase_url = "{sim.base_url}"\n'
+                          'api_key_env = "OPENAI_API_KEY"\ntimeout_s = 120\n')  # fmt: skip
+        env = dict(base_env(url), INGESTER_CONFIG=str(config))
+        d = Daemon(tmp_path, env, watchdog_usec=1_000_000)
+        daemons.append(d)
+        wait_for(lambda: d.saw("READY=1") and sim.request_count >= 1, 15, "a stalled request")
+        wait_for(lambda: "no progress in stuck" in d.log(), 15, "the stall to be noticed")
+        assert watchdog_pings(d, 2.5) == 0
+        assert d.proc.poll() is None and sim.request_count <= 2  # still in the same requests
+
+
+def test_watchdog_pings_go_on_while_idle(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """A healthy service between passes (idle interval far beyond the watchdog) keeps pinging."""
+    world = World(seed=8)
+    world.add_jobs(10, created_at=1_763_000_000, status="completed")
+    with Simulator(world, api_key=KEY) as sim:
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+        migrate(make_engine(url))
+        env = dict(base_env(url), OPENAI_BASE_URL=sim.base_url, INGESTER_SYNC_INTERVAL_S="600")
+        d = Daemon(tmp_path, env, "--log-format", "json", watchdog_usec=1_000_000)
+        daemons.append(d)
+        wait_for(lambda: mirror_matches(url, {"default": sim}), 30, "the first pass")
+        wait_for(lambda: '"kind": "reconcile"' in d.log(), 30, "the first tick to end")
+        assert watchdog_pings(d, 2.5) >= 3  # one every third of the interval
+        assert "no progress" not in d.log()
         assert d.stop() == 0

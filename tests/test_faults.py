@@ -32,15 +32,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ingester.api import VideosClient
 from ingester.config import Secret, SourceSettings
 from ingester.database import make_engine, migrate
 from ingester.errors import IngesterError, TransientApiError
 from ingester.models import sync_errors, sync_runs
-from ingester.protocols import ErrorBuffer
 from ingester.simulator import FakeClock, Fault, RequestRecord, Simulator, World
 from ingester.store import SqlStore
 from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 from tests.conftest import create_database, drop_database
 from tests.proc import check_audit, check_mirror, figures
 
@@ -67,12 +66,10 @@ def make_syncer(sim: Simulator, engine: Engine, clock: FakeClock) -> Syncer:
         name="faults", base_url=sim.base_url, api_key=Secret(KEY), page_size=10,
         timeout_s=0.25, connect_timeout_s=1.0, max_retries=MAX_RETRIES,
     )  # fmt: skip
-    errors = ErrorBuffer()
-    client = VideosClient(source, on_error=errors)  # real sleeps: Retry-After is measured
-    return Syncer(
-        source, client, SqlStore(engine), owner="faults-test", errors=errors,
+    return build_syncer(  # real sleeps: Retry-After is measured
+        source, SqlStore(engine), owner="faults-test",
         clock=lambda: datetime.fromtimestamp(clock(), UTC),
-    )  # fmt: skip
+    ).syncer  # fmt: skip
 
 
 def retry_after_violations(log: list[RequestRecord]) -> list[tuple[float, str]]:
@@ -231,9 +228,7 @@ def test_a_failed_prefetched_page_is_one_error_row(sqlite_engine: Engine) -> Non
     with Simulator(world, api_key=KEY) as sim:
         source = SourceSettings(name="faults", base_url=sim.base_url, api_key=Secret(KEY),
                                 page_size=10, max_retries=0)  # fmt: skip
-        errors = ErrorBuffer()
-        client = VideosClient(source, on_error=errors)
-        syncer = Syncer(source, client, SlowStore(sqlite_engine), owner="t", errors=errors)
+        syncer = build_syncer(source, SlowStore(sqlite_engine), owner="t").syncer
         sim.faults.push(Fault.server_error(500), path_contains="after=")
         with pytest.raises(TransientApiError):
             syncer.sync()

@@ -43,6 +43,7 @@ from ingester.protocols import ErrorBuffer, Order, Page
 from ingester.simulator import Fault, Simulator, World
 from ingester.store import SqlStore
 from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 from tests.conftest import create_database, drop_database
 from tests.proc import check_audit, clean_env, figures, run_cli
 
@@ -450,9 +451,9 @@ CAP = 200_000
 def client_pass(sim: Simulator, engine: Engine) -> tuple[Syncer, ErrorBuffer]:
     source = SourceSettings(name="bodies", base_url=sim.base_url, api_key=Secret(KEY),
                             page_size=10, max_retries=1, timeout_s=5)  # fmt: skip
-    errors = ErrorBuffer()
-    client = VideosClient(source, on_error=errors, sleep=lambda _s: None, max_body_bytes=CAP)
-    return Syncer(source, client, SqlStore(engine), owner="bodies", errors=errors), errors
+    wired = build_syncer(source, SqlStore(engine), owner="bodies", sleep=lambda _s: None,
+                         max_body_bytes=CAP)  # fmt: skip
+    return wired.syncer, wired.syncer.errors
 
 
 @pytest.fixture

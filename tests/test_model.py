@@ -17,13 +17,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ingester.api import VideosClient
 from ingester.config import Secret, SourceSettings
 from ingester.models import sync_runs, video_job_transitions, video_jobs
-from ingester.protocols import ErrorBuffer
 from ingester.simulator import FakeClock, Simulator, World
 from ingester.store import SqlStore
 from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 
 KEY = "sk-model-test-0123456789"
 
@@ -44,12 +43,10 @@ def syncer_for(sim: Simulator, engine: Engine, clock: FakeClock, page_size: int)
         name="model", base_url=sim.base_url, api_key=Secret(KEY), page_size=page_size,
         stale_after_s=6 * 3600, stale_refresh_s=600,
     )  # fmt: skip
-    errors = ErrorBuffer()
-    client = VideosClient(source, on_error=errors, sleep=lambda _s: None)
-    return Syncer(
-        source, client, SqlStore(engine), owner="model-test", errors=errors,
+    return build_syncer(
+        source, SqlStore(engine), owner="model-test", sleep=lambda _s: None,
         clock=lambda: datetime.fromtimestamp(clock(), UTC),
-    )  # fmt: skip
+    ).syncer  # fmt: skip
 
 
 def assert_mirror_is_truth(engine: Engine, truth: list[dict[str, Any]], deleted: set[str]) -> None:

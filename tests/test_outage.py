@@ -213,10 +213,11 @@ def test_database_lost_right_after_a_pass_is_one_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from ingester.config import Secret, Settings, SourceSettings
-    from ingester.daemon import SourceWorker, StopToken
+    from ingester.daemon import SourceWorker
     from ingester.metrics import Metrics
     from ingester.protocols import RunCounts
     from ingester.runs import PassResult
+    from ingester.stopping import StopToken
     from ingester.store import SqlStore
 
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"  # nobody listens

@@ -26,15 +26,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ingester.api import VideosClient
 from ingester.config import Secret, load_settings
 from ingester.database import make_engine, migrate
 from ingester.errors import IngesterError
 from ingester.models import metadata
-from ingester.protocols import ErrorBuffer
 from ingester.simulator import Fault, Simulator, World
 from ingester.store import SqlStore
-from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 from tests.conftest import server_url
 from tests.proc import INGESTER, Proc, clean_env, figures, free_port, run_cli, wait_for
 
@@ -222,11 +220,10 @@ def test_reprs_and_exceptions_never_show_a_secret(
     engine = make_engine(settings.database_url)
     migrate(engine)
     store = SqlStore(engine)
-    errors = ErrorBuffer()
-    client = VideosClient(source, on_error=errors, sleep=lambda _s: None)
-    syncer = Syncer(source, client, store, owner="secrets", errors=errors)
+    wired = build_syncer(source, store, owner="secrets", sleep=lambda _s: None)
+    syncer, (client, head) = wired.syncer, wired.clients
     for thing in (settings, source, source.api_key, settings.database_url, store, engine,
-                  engine.url, client, syncer, Secret(KEY)):  # fmt: skip
+                  engine.url, client, head, wired, syncer, Secret(KEY)):  # fmt: skip
         assert_clean(repr(thing), f"repr({type(thing).__name__})")
         assert_clean(str(thing), f"str({type(thing).__name__})")
     raised: list[BaseException] = []
@@ -244,6 +241,6 @@ def test_reprs_and_exceptions_never_show_a_secret(
     raised.append(info.value)
     for exc in raised:
         assert_clean(exception_texts(exc), f"exception {type(exc).__name__}")
-    for event in errors.drain():
+    for event in syncer.errors.drain():
         assert_clean(repr(event), "an error event")
     engine.dispose()

@@ -22,10 +22,10 @@ from ingester.api import VideosClient
 from ingester.config import Secret, SourceSettings
 from ingester.errors import TransientApiError
 from ingester.models import sync_state, video_job_transitions, video_jobs
-from ingester.protocols import ErrorBuffer
 from ingester.simulator import FakeClock, Fault, Simulator, World
 from ingester.store import SqlStore
 from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 from tests.proc import check_audit, check_mirror, figures
 
 KEY = "sk-time-test-8c7b6a59"
@@ -55,10 +55,8 @@ def make_syncer(sim: Simulator, engine: Engine, clocks: Clocks) -> Syncer:
     source = SourceSettings(name="time", base_url=sim.base_url, api_key=Secret(KEY),
                             page_size=7, stale_after_s=STALE_AFTER_S,
                             stale_refresh_s=REFRESH_S)  # fmt: skip
-    errors = ErrorBuffer()
-    client = VideosClient(source, on_error=errors, sleep=lambda _s: None)
-    return Syncer(source, client, SqlStore(engine), owner="time-test", errors=errors,
-                  clock=clocks.now)  # fmt: skip
+    return build_syncer(source, SqlStore(engine), owner="time-test", clock=clocks.now,
+                        sleep=lambda _s: None).syncer  # fmt: skip
 
 
 def mirror(engine: Engine) -> dict[str, Any]:

@@ -27,15 +27,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
-from ingester.api import VideosClient
 from ingester.config import Secret, SourceSettings
 from ingester.database import downgrade, make_engine, migrate
 from ingester.errors import NotServedError
 from ingester.models import metadata, video_job_transitions
-from ingester.protocols import ErrorBuffer
 from ingester.simulator import FakeClock, Simulator, World
 from ingester.store import SqlStore
 from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 from tests.conftest import BACKENDS, create_database, drop_database
 
 VIEWS = ("video_job_timings", "video_jobs_daily", "video_job_failures", "sync_health")
@@ -197,16 +196,13 @@ def build_mirror(engine: Engine) -> Mirror:
 
     def syncer(sim: Simulator, name: str) -> Syncer:
         settings = SourceSettings(name=name, base_url=sim.base_url, api_key=Secret(KEY))
-        errors = ErrorBuffer()
-        client = VideosClient(settings, on_error=errors, sleep=lambda _s: None)
-        return Syncer(
+        return build_syncer(
             settings,
-            client,
             store,
             owner=f"test-{name}",
-            errors=errors,
+            sleep=lambda _s: None,
             clock=lambda: datetime.fromtimestamp(clock.t, UTC),
-        )
+        ).syncer
 
     def add(world: World, s: Spec) -> None:
         remix = specs[s.remix_of].id if s.remix_of in specs else s.remix_of
