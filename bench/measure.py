@@ -49,12 +49,15 @@ def settings(served: Served) -> SourceSettings:
 
 
 @contextmanager
-def database(backend: str, workdir: Path, server_url: str | None = None) -> Iterator[str]:
-    """A fresh, migrated database on `backend` for the block; dropped afterwards."""
+def database(
+    backend: str, workdir: Path, server_url: str | None = None, *, migrated: bool = True
+) -> Iterator[str]:
+    """A fresh database on `backend` for the block, migrated unless not; dropped afterwards."""
     if backend == "sqlite":
         path = workdir / f"bench-{uuid.uuid4().hex[:8]}.db"
         url = f"sqlite:///{path}"
-        _migrate(url)
+        if migrated:
+            _migrate(url)
         try:
             yield url
         finally:
@@ -68,7 +71,8 @@ def database(backend: str, workdir: Path, server_url: str | None = None) -> Iter
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
     url = make_url(base).set(database=name).render_as_string(hide_password=False)
     try:
-        _migrate(url)
+        if migrated:
+            _migrate(url)
         yield url
     finally:
         with admin.connect() as conn:

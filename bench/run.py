@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import measure as m
+from . import peers
 from .server import serve
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -89,7 +90,7 @@ class Report:
 
     def render(self) -> str:
         """The whole report, sections in a fixed order."""
-        order = ["backfill", "steady", "open", "rss", "latency"]
+        order = ["backfill", "steady", "open", "rss", "latency", "peers"]
         parts = [self.sections[k].render() for k in order if k in self.sections]
         return "\n".join(parts)
 
@@ -289,8 +290,94 @@ def bench_latency(report: Report, work: Path) -> None:
             report.raw.setdefault("latency", {})[backend] = [asdict(t) for t in runs]
 
 
+def bench_peers(report: Report, work: Path) -> None:
+    """6. Backfill against its peers, dlt and the fetch floor, alternating in the same run."""
+    plan = report.plan
+    sec = report.section(
+        "peers",
+        f"6. Backfill of {plan.backfill_jobs:,} jobs against its peers (median of {plan.reps}, "
+        "alternating; min-max in brackets)",
+        ["backend", "fetch floor", "ingester", "dlt", "dlt / ingester", "ingester / floor",
+         "target", "CPU: floor, ingester, dlt"],
+    )  # fmt: skip
+    targets = {"sqlite": 2.5, "postgresql": 2.0}
+    has_dlt = peers.dlt_installed()
+    with serve(plan.backfill_jobs) as served:
+        peers.fetch_floor(served)  # warm-up
+        for backend in report.backends:
+            runs: dict[str, list[m.Timed]] = {"floor": [], "ingester": [], "dlt": []}
+            steps: list[dict[str, float]] = []
+            for rep in range(plan.reps):
+                _log(f"peers {backend} {rep + 1}/{plan.reps}")
+                kinds = ["floor", "ingester", "dlt"][:: 1 if rep % 2 == 0 else -1]
+                for kind in kinds:
+                    if kind == "floor":
+                        runs[kind].append(peers.fetch_floor(served))
+                    elif kind == "ingester":
+                        with m.database(backend, work) as url:
+                            runs[kind].append(m.backfill(served, url))
+                    elif has_dlt:
+                        # A directory of its own: dlt adds files beside a SQLite database.
+                        with (
+                            tempfile.TemporaryDirectory(dir=work) as tmp,
+                            m.database(backend, Path(tmp), migrated=False) as url,
+                        ):
+                            timed, dlt_steps = peers.dlt_backfill(served, backend, url, Path(tmp))
+                        runs[kind].append(timed)
+                        steps.append(dlt_steps)
+            floor, ingester, dlt = (runs[k] for k in ("floor", "ingester", "dlt"))
+            sec.rows.append([
+                backend, _times(floor), _times(ingester),
+                _times(dlt) if dlt else "not installed",
+                _ratio(dlt, ingester) if dlt else "-", _ratio(ingester, floor),
+                f"dlt / ingester ≥ {targets.get(backend, 2.0)}",
+                ", ".join(_s(_median([t.cpu_s for t in v])) if v else "-" for v in runs.values()),
+            ])  # fmt: skip
+            if steps:
+                each = ", ".join(
+                    f"{name} {_s(_median([s[name] for s in steps]))}" for name in steps[0]
+                )
+                sec.notes.append(
+                    f"dlt on {backend} (its `{peers.DLT_DESTINATIONS[backend]}` destination), "
+                    f"steps (median): {each}."
+                )
+            report.raw.setdefault("peers", {})[backend] = {
+                "runs": {k: [asdict(t) for t in v] for k, v in runs.items()},
+                "dlt_steps": steps,
+            }
+    sec.notes.append(
+        "fetch floor: a plain `requests.Session` loop over the same pages, JSON decoded, "
+        "nothing else. ingester: `cli.make_syncer` + `Syncer.backfill`, as `ingester backfill`, "
+        "in this process. dlt: 1.31, `rest_api` source with the JSON-cursor paginator "
+        "(`last_id` sent as `after`, stop on `has_more` false), merge on `id`, in a subprocess "
+        "of its own, timing `pipeline.run` (CPU includes its worker processes). Ratios: of the "
+        "medians, and (min-max) over the repetitions, each taken against the run beside it."
+        + ("" if has_dlt else " dlt is not installed: `pip install -e '.[bench]'`.")
+    )
+
+
+def _times(runs: Sequence[m.Timed]) -> str:
+    """The median, and (min-max) when there are several."""
+    values = [t.seconds for t in runs]
+    median = _median(values)
+    if len(values) == 1:
+        return _s(median)
+    unit, scale = ("s", 1) if median >= 0.1 else ("ms", 1000)
+    return f"{_s(median)} ({min(values) * scale:.2f}-{max(values) * scale:.2f} {unit})"
+
+
+def _ratio(num: Sequence[m.Timed], den: Sequence[m.Timed]) -> str:
+    """The ratio of the medians, and (min-max) of each repetition's against its neighbour's."""
+    ratio = _x(_median([t.seconds for t in num]) / _median([t.seconds for t in den]))
+    if len(num) == 1:
+        return ratio
+    each = [a.seconds / b.seconds for a, b in zip(num, den, strict=True)]
+    return f"{ratio} ({min(each):.2f}-{max(each):.2f})"
+
+
 STEPS: dict[str, Callable[[Report, Path], None]] = {
     "backfill": bench_backfill,
+    "peers": bench_peers,
     "sizes": bench_sizes,
     "open": bench_open_window,
     "latency": bench_latency,
