@@ -1,10 +1,10 @@
 """Writing pages: diff them against the mirror and commit them, with the cursor, in one go.
 
-`PageWriter.page` diffs one page's records against the mirror (one read of their snapshots)
-and stages the write; a group of staged pages commits in one transaction (`flush`), with the
-cursor or scan checkpoint they carry, the run's counts and the lease renewed. An incremental
-pass commits every page at once (`group=1`); a full scan groups pages, and keeps what the
-staged pages make of their jobs so a later page of the same group diffs against that.
+`PageWriter.page` stages one page's records; a group of staged pages is diffed against one
+read of the mirror (their jobs' snapshots) and committed in one transaction (`flush`), with
+the cursor or scan checkpoint they carry, the run's counts and the lease renewed. An
+incremental pass commits every page at once (`group=1`); a full scan groups 16 pages. Pages
+of a group are diffed in order, each against what the ones before made of their jobs.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,19 @@ from .runs import Recorder, Run
 log = logging.getLogger(__name__)
 
 GROUP_S = 1.0  # a staged page waits at most this long for its commit
+
+
+@dataclass
+class _Staged:
+    """A page waiting for its group's commit, with what is needed to diff it then."""
+
+    run: Run
+    records: Sequence[VideoRecord]
+    write: PageWrite
+    watermark: Watermark | None
+    touch: bool
+    skipped: list[bool] | None
+    holds: list[bool] = field(default_factory=list)
 
 
 class PageWriter:
@@ -52,9 +66,8 @@ class PageWriter:
         self.on_page = on_page
         self.reported: frozenset[str] = frozenset()  # unknown statuses already reported
         self.group = 1
-        self._pending: list[PageWrite] = []
+        self._pending: list[_Staged] = []
         self._since = 0.0
-        self._staged: dict[str, JobSnapshot] = {}
 
     def new_write(self, run: Run, **fields: Any) -> PageWrite:
         """An empty write of this run, stamped now."""
@@ -84,61 +97,77 @@ class PageWriter:
         touch: bool = False,
         skip: Callable[[VideoRecord], bool] | None = None,
     ) -> list[bool]:
-        """Diff `records` into `write` and stage it; return whether each job holds the cursor.
+        """Stage a page of `records`, to be diffed into `write` when its group commits.
 
-        `skip`: jobs already written by this pass (the other chain of a scan).
+        Returns whether each job holds the cursor once the page is diffed: at once with
+        `group=1`, else an empty list. `skip`: jobs already written by this pass (the other
+        chain of a scan), decided now.
         """
-        snaps = self.store.snapshots([r.id for r in records]) if records else {}
-        if self._staged:
-            snaps.update((r.id, self._staged[r.id]) for r in records if r.id in self._staged)
+        skipped = [skip(r) for r in records] if skip is not None else None
+        staged = _Staged(run, records, write, watermark, touch, skipped)
+        run.counts.items += items
+        self._stage(staged)
+        return staged.holds
+
+    def stage(self, run: Run, write: PageWrite) -> None:
+        """Stage a write without jobs (a cursor, checked or gone ids)."""
+        self._stage(_Staged(run, (), write, None, False, None))
+
+    def _stage(self, staged: _Staged) -> None:
+        staged.write.errors = self.errors.drain()
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending.append(staged)
+        if len(self._pending) >= self.group or time.monotonic() - self._since >= GROUP_S:
+            self.flush()
+        if self.on_page is not None:
+            self.on_page(staged.run.counts)
+
+    def flush(self) -> None:
+        """Diff the staged pages against one read of the mirror and commit them at once."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        ids = list(dict.fromkeys(r.id for s in pending for r in s.records))
+        snaps = self.store.snapshots(ids) if ids else {}
+        for staged in pending:
+            self._diff(staged, snaps)
+        pending[-1].write.errors.extend(self.errors.drain())  # unknown statuses, just reported
+        run = pending[-1].run
+        for staged in pending:
+            w = staged.write
+            run.reported.update(e.request_id for e in w.errors if e.request_id)
+            run.counts.errors += len(w.errors)
+        self.recorder.count_requests(run)
+        self.store.write_pages([s.write for s in pending], self.recorder.lease_ttl_s)
+
+    def _diff(self, staged: _Staged, snaps: dict[str, JobSnapshot]) -> None:
+        """Diff one staged page; `snaps` then holds what it makes of its jobs."""
+        write, watermark = staged.write, staged.watermark
         stale_before = write.now - timedelta(seconds=self.stale_after_s)
-        holds: list[bool] = []
-        for rec in records:
+        for i, rec in enumerate(staged.records):
             snap = snaps.get(rec.id)
-            if skip is None or not skip(rec):
-                after = diff(rec, snap, write, touch)
-                if after is not None and self.group > 1:
-                    self._staged[rec.id] = after
+            if staged.skipped is None or not staged.skipped[i]:
+                after = diff(rec, snap, write, staged.touch)
+                if after is not None:
+                    snaps[rec.id] = after
             self._check_status(rec, write)
             held = self.statuses.holds(rec, snap, stale_before)
-            holds.append(held)
+            staged.holds.append(held)
             if watermark is not None:
                 watermark.see(rec.id, rec.created_at, held)
         if watermark is not None and watermark.moved:
             write.cursor = (watermark.cursor_id, watermark.cursor_created_at)
             watermark.moved = False
-        run.counts.items += items
-        self.stage(run, write)
-        return holds
-
-    def stage(self, run: Run, write: PageWrite) -> None:
-        """Stage `write`; commit the group once it is full or old enough."""
-        write.errors = self.errors.drain()
-        run.reported.update(e.request_id for e in write.errors if e.request_id)
-        c = run.counts
+        c = staged.run.counts
         c.inserted += len(write.inserts)
         c.updated += len(write.updates)
         c.transitions += len(write.transitions)
-        c.errors += len(write.errors)
-        self.recorder.count_requests(run)
-        if not self._pending:
-            self._since = time.monotonic()
-        self._pending.append(write)
-        if len(self._pending) >= self.group or time.monotonic() - self._since >= GROUP_S:
-            self.flush()
-        if self.on_page is not None:
-            self.on_page(run.counts)
-
-    def flush(self) -> None:
-        """Commit the staged pages in one transaction."""
-        batches, self._pending, self._staged = self._pending, [], {}
-        if batches:
-            self.store.write_pages(batches, self.recorder.lease_ttl_s)
 
     def flush_before_failing(self, exc: BaseException) -> None:
         """Commit what was staged before `exc`, unless the store is what failed."""
         if isinstance(exc, StoreError | LeaseBusyError):
-            self._pending, self._staged = [], {}
+            self._pending = []
             return
         try:
             self.flush()
