@@ -34,7 +34,7 @@ from .records import VideoRecord, clean_text
 log = logging.getLogger(__name__)
 
 WINDOW_GRACE = timedelta(minutes=5)
-MESSAGE_CAP = 2000
+TEXT_CAP = 2000  # characters of an error's message or payload that are kept
 MULTI_ROWS = 1024  # rows of one multi-row INSERT on SQLite, at most
 
 _jobs = video_jobs.c
@@ -648,10 +648,13 @@ def _counts(c: RunCounts) -> dict[str, int]:
 
 
 def _cap(text: str | None) -> str | None:
+    """`text` made storable and cut to TEXT_CAP characters, saying how many were cut."""
     if text is None:
         return None
     text = clean_text(text)
-    return text if len(text) <= MESSAGE_CAP else text[:MESSAGE_CAP] + "..."
+    if len(text) <= TEXT_CAP:
+        return text
+    return f"{text[:TEXT_CAP]}... [{len(text) - TEXT_CAP} more characters]"
 
 
 def _short(text: str | None) -> str | None:

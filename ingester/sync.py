@@ -54,7 +54,6 @@ from .records import VideoRecord, clean, parse_items
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_CAP = 2000
 STALE_BATCH = 100
 # A full scan commits its pages in groups (one transaction, the checkpoint in it): on SQLite
 # a commit costs about as much as writing a page. A page waits at most GROUP_S for its
@@ -274,9 +273,7 @@ class Syncer:
         events = self.errors.drain()
         known: set[str | None] = {*run.reported, *(e.request_id for e in events)}
         if isinstance(exc, ApiError) and exc.request_id not in known:
-            events.append(
-                ErrorEvent("http", str(exc), exc.status, exc.request_id, _cap(exc.payload))
-            )
+            events.append(ErrorEvent("http", str(exc), exc.status, exc.request_id, exc.payload))
         elif not isinstance(exc, ApiError | StoreError | KeyboardInterrupt):
             events.append(ErrorEvent("http", str(exc)))
         try:
@@ -702,16 +699,9 @@ def _parsed(page: Page) -> Page:
     return replace(page, parsed=parse_items(page.items))
 
 
-def _cap(text: str | None) -> str | None:
-    if text is None or len(text) <= PAYLOAD_CAP:
-        return text
-    return text[:PAYLOAD_CAP] + f"... [{len(text) - PAYLOAD_CAP} more characters]"
-
-
-def _payload(item: Any) -> str | None:
-    """A truncated JSON rendering of a bad item, for `sync_errors.payload`."""
+def _payload(item: Any) -> str:
+    """A JSON rendering of a bad item, for `sync_errors.payload` (the store cuts it)."""
     try:
-        text = json.dumps(clean(item), ensure_ascii=False, default=repr)
+        return json.dumps(clean(item), ensure_ascii=False, default=repr)
     except (TypeError, ValueError, RecursionError):
-        text = repr(item)
-    return _cap(text)
+        return repr(item)
