@@ -327,21 +327,25 @@ class SqlStore:
     ) -> list[str]:
         """Open jobs older than the stale age, not re-read since `checked_before`."""
         with self._tx("reading stale jobs") as conn:
-            statuses = _distinct_statuses(conn, source)
-            open_statuses = None if statuses is None else [s for s in statuses if s not in terminal]
-            if open_statuses == []:
+            where = _open(conn, source, terminal)
+            if where is None:
                 return []  # nothing is open: the usual idle pass, answered from the index alone
-            where = [
-                _jobs.source == source,
-                _jobs.status.not_in(terminal),
+            where += [
                 _jobs.missing_since.is_(None),
                 _jobs.first_seen_at <= first_seen_before,
                 sa.or_(_jobs.last_checked_at.is_(None), _jobs.last_checked_at <= checked_before),
             ]
-            if open_statuses is not None:
-                where.append(_jobs.status.in_(open_statuses))  # index ranges, not a full scan
             query = sa.select(_jobs.id).where(*where).order_by(_jobs.created_at, _jobs.id)
             return list(conn.execute(query.limit(limit)).scalars())
+
+    def count_open(self, source: str, terminal: tuple[str, ...]) -> int:
+        """How many jobs of `source` are open and not missing (read over the status index)."""
+        with self._tx("counting open jobs") as conn:
+            where = _open(conn, source, terminal)
+            if where is None:
+                return 0
+            query = sa.select(sa.func.count()).where(*where, _jobs.missing_since.is_(None))
+            return int(conn.execute(query).scalar_one())
 
     def settle_cursor(
         self, source: str, terminal: tuple[str, ...], first_seen_before: datetime
@@ -362,17 +366,10 @@ class SqlStore:
             if state is None or state.scan_started_at is None:
                 return None
             seen = [_jobs.source == source, _jobs.last_seen_at >= state.scan_started_at]
-            statuses = _distinct_statuses(conn, source)
-            open_statuses = None if statuses is None else [s for s in statuses if s not in terminal]
+            where = _open(conn, source, terminal)
             holding_at = None
-            if open_statuses != []:
-                where = [
-                    *seen,
-                    _jobs.status.not_in(terminal),
-                    _jobs.first_seen_at > first_seen_before,
-                ]
-                if open_statuses is not None:
-                    where.append(_jobs.status.in_(open_statuses))
+            if where is not None:
+                where += [*seen, _jobs.first_seen_at > first_seen_before]
                 holding_at = conn.execute(
                     sa.select(sa.func.min(_jobs.created_at)).where(*where)
                 ).scalar()
@@ -390,6 +387,20 @@ class SqlStore:
                 .values(cursor_id=row.id, cursor_created_at=row.created_at)
             )
             return row.id, row.created_at
+
+
+def _open(
+    conn: Connection, source: str, terminal: tuple[str, ...]
+) -> list[sa.ColumnElement[bool]] | None:
+    """The conditions that select the open jobs of `source`; None when none is open."""
+    where = [_jobs.source == source, _jobs.status.not_in(terminal)]
+    statuses = _distinct_statuses(conn, source)
+    if statuses is not None:
+        open_statuses = [s for s in statuses if s not in terminal]
+        if not open_statuses:
+            return None
+        where.append(_jobs.status.in_(open_statuses))  # index ranges, not a full scan
+    return where
 
 
 def _distinct_statuses(conn: Connection, source: str, cap: int = 64) -> list[str] | None:
