@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -73,19 +75,26 @@ class SqlStore:
     # --- lease -------------------------------------------------------------------------------
 
     def acquire_lease(self, source: str, owner: str, ttl_s: float, now: datetime) -> bool:
-        """Take the lease if free, ours or expired; then close runs a dead holder left open."""
+        """Take the lease if free, ours, expired or held by a process of this host that is
+        gone; then close runs a dead holder left open. LeaseBusyError names a live holder."""
         self._ensure_state(source, now)
         with self._tx("taking the lease") as conn:
+            held = conn.execute(
+                sa.select(_state.lease_owner, _state.lease_expires_at).where(
+                    _state.source == source
+                )
+            ).one()
+            free = [
+                _state.lease_owner.is_(None),
+                _state.lease_owner == owner,
+                _state.lease_expires_at < now,
+            ]
+            gone = held.lease_owner is not None and _process_gone(held.lease_owner)
+            if gone:  # killed (SIGKILL, OOM): no need to wait for its lease to expire
+                free.append(_state.lease_owner == held.lease_owner)
             taken = conn.execute(
                 sa.update(sync_state)
-                .where(
-                    _state.source == source,
-                    sa.or_(
-                        _state.lease_owner.is_(None),
-                        _state.lease_owner == owner,
-                        _state.lease_expires_at < now,
-                    ),
-                )
+                .where(_state.source == source, sa.or_(*free))
                 .values(
                     lease_owner=owner,
                     lease_expires_at=now + timedelta(seconds=ttl_s),
@@ -93,7 +102,20 @@ class SqlStore:
                 )
             ).rowcount
             if taken != 1:
-                return False
+                expires = held.lease_expires_at
+                until = (
+                    ""
+                    if expires is None
+                    else f"; its lease expires at {expires:%Y-%m-%d %H:%M:%S} UTC"
+                )
+                raise LeaseBusyError(
+                    f"source {source} is being synced by another process "
+                    f"({held.lease_owner}{until})"
+                )
+            if gone:
+                log.warning(
+                    "took over the lease of %s from %s: it no longer runs", source, held.lease_owner
+                )
             # Whoever left a run `running` for this source is gone: we hold the lease now.
             conn.execute(
                 sa.update(sync_runs)
@@ -401,6 +423,21 @@ def _open(
             return None
         where.append(_jobs.status.in_(open_statuses))  # index ranges, not a full scan
     return where
+
+
+def _process_gone(owner: str) -> bool:
+    """True if a lease owner (host:pid:random, see `cli.owner_id`) is a process of this host
+    that no longer runs. A pid in use again reads as alive: the lease then has to expire."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # alive under another user, or not a pid at all
+        return False
+    return False
 
 
 def _distinct_statuses(conn: Connection, source: str, cap: int = 64) -> list[str] | None:
