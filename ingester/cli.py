@@ -236,6 +236,7 @@ def sync_cmd(obj: Context, source_name: str | None) -> None:
     """Run one incremental pass: new jobs, open jobs, and stale jobs by id."""
     settings = obj.settings
     source = settings.source(source_name)
+    source.require_key()
     syncer = make_syncer(source, obj.store(), lease_ttl_s=settings.lease_ttl_s)
     with interrupt_as_stop(syncer):
         finish(syncer.sync())
@@ -278,6 +279,7 @@ def backfill_cmd(
         raise ConfigError("--since must be before --until")
     settings = obj.settings
     source = settings.source(source_name)
+    source.require_key()
     store = obj.store()
     with progress_reporter(progress) as on_page:
         syncer = make_syncer(source, store, lease_ttl_s=settings.lease_ttl_s, on_page=on_page)
@@ -367,11 +369,14 @@ def run_cmd(
         idle_interval_s=idle_interval_s,
         metrics_address=metrics_address,
     )
-    obj.settings  # noqa: B018 - fail fast on bad settings, before anything starts
 
     def load() -> Settings:
-        return load_settings(obj.flags, config_path=obj.config_path)
+        settings = load_settings(obj.flags, config_path=obj.config_path)
+        for source in settings.sources:
+            source.require_key()
+        return settings
 
+    load()  # fail fast on bad settings or a missing key, before anything starts
     sys.exit(run_service(load, owner=owner_id()))
 
 

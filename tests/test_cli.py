@@ -280,3 +280,20 @@ def test_a_live_holder_is_named_with_its_expiry(env: dict[str, str]) -> None:
         holder.kill()
         holder.wait()
     assert ingester("backfill", "--no-progress", env=env).returncode == 0  # now gone: taken
+
+
+@pytest.mark.parametrize("args", [("sync",), ("backfill", "--no-progress"), ("run",)])
+def test_no_api_key_is_refused_before_any_request(
+    env: dict[str, str], sim: Simulator, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    assert ingester("migrate", env=env).returncode == 0
+    del env["OPENAI_API_KEY"]
+    line = one_line_error(ingester(*args, env=env, timeout=20), 2)
+    for where in ("OPENAI_API_KEY,", "OPENAI_API_KEY_FILE", "credential openai-api-key",
+                  "api_key_env", "api_key_file"):  # fmt: skip
+        assert where in line
+    config = tmp_path / "ingester.toml"
+    config.write_text(f'[[sources]]\nname = "prod"\nbase_url = "{sim.base_url}"\n')
+    line = one_line_error(ingester("--config", str(config), *args, env=env, timeout=20), 2)
+    assert "source prod has no API key" in line and "credential prod-api-key" in line
+    assert sim.requests == []
