@@ -187,7 +187,7 @@ def _timed(run: Any) -> Timed:
     result: PassResult = run()
     seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
     if result.outcome != "succeeded":
-        raise RuntimeError(f"the pass ended {result.outcome}: {result.error}")
+        raise RuntimeError(f"the pass ended {result.outcome}")
     c = result.counts
     written = c.inserted + c.updated + c.transitions
     return Timed(seconds, c.pages, c.items, c.requests, written, cpu_s)

@@ -59,14 +59,6 @@ class RetryableAttempt(Exception):
         self.wait_s = wait_s  # the wait the server asked for, if it did
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """The last `x-ratelimit-*-requests` headers seen: requests left, seconds until reset."""
-
-    remaining: int | None
-    reset_s: float | None
-
-
 def backoff_s(retry: int, rng: Callable[[], float] = random.random) -> float:
     """The wait before retry number `retry` (from 1): 0.5 s doubling to 8 s, less up to 25%."""
     return min(BACKOFF_INITIAL_S * 2.0 ** (retry - 1), BACKOFF_MAX_S) * (1.0 - JITTER * rng())
@@ -213,9 +205,7 @@ class VideosClient:
         self._policy = retry_policy(source.max_retries, source.max_retry_wait_s, sleep)
         self.requests = 0
         self.retries = 0
-        self.status_counts: dict[int, int] = {}
         self.last_request_id: str | None = None
-        self.rate_limit: RateLimit | None = None
         self._reset_at: float | None = None
         self._not_before = 0.0  # a server-requested wait that a failed call left unserved
 
@@ -320,7 +310,6 @@ class VideosClient:
                 allow_redirects=False,  # a redirect would carry the key elsewhere
                 proxies=self._proxies, verify=self._verify, cert=self._cert,
             )  # fmt: skip
-            self.status_counts[resp.status_code] = self.status_counts.get(resp.status_code, 0) + 1
             self.last_request_id = resp.headers.get("x-request-id") or self.last_request_id
             self._note_rate_limit(resp.headers)
             reply = _Reply(resp.status_code, resp.headers, self._read(resp))
@@ -379,7 +368,6 @@ class VideosClient:
         remaining = int(raw) if raw.isdigit() else None
         reset = parse_duration(headers.get("x-ratelimit-reset-requests"))
         if remaining is not None or reset is not None:
-            self.rate_limit = RateLimit(remaining, reset)
             self._reset_at = self._clock() + reset if remaining == 0 and reset else None
 
     # --- translating failures -------------------------------------------------------------

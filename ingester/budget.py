@@ -29,7 +29,6 @@ class RequestBudget:
         self._tokens = self.capacity
         self._stamp = clock()
         self._not_before = 0.0
-        self.waited_s = 0.0
 
     def acquire(self) -> None:
         """Block (through the injected sleep) until a request may be sent."""
@@ -48,7 +47,6 @@ class RequestBudget:
                     delay = (1.0 - self._tokens) / self.rate_s
                 elif delay <= 0:
                     return
-            self.waited_s += delay
             self.sleep(delay)
 
     def pause(self, seconds: float) -> None:

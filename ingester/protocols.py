@@ -205,10 +205,6 @@ class Store(Protocol):
         """The stored snapshot of each of `ids` that is in the mirror."""
         ...
 
-    def write_page(self, batch: PageWrite, lease_ttl_s: float) -> None:
-        """Commit one page: rows, transitions, errors, cursor/checkpoint, run counts, lease."""
-        ...
-
     def write_pages(self, batches: Sequence[PageWrite], lease_ttl_s: float) -> None:
         """Commit consecutive pages of one run in one transaction, in order."""
         ...

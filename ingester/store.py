@@ -227,10 +227,6 @@ class SqlStore:
         with self._tx("reading jobs") as conn:
             return self._bulk.snapshots(conn, ids)
 
-    def write_page(self, batch: PageWrite, lease_ttl_s: float) -> None:
-        """Commit one page: rows, transitions, errors, cursor/checkpoint, run counts, lease."""
-        self.write_pages([batch], lease_ttl_s)
-
     def write_pages(self, batches: Sequence[PageWrite], lease_ttl_s: float) -> None:
         """Commit consecutive pages of one run in one transaction, in order.
 

@@ -79,7 +79,6 @@ class PassResult:
     open_jobs: bool = False
     marked_missing: int = 0
     elapsed_s: float = 0.0
-    error: str | None = None
 
 
 @dataclass
@@ -239,9 +238,7 @@ class Syncer:
                 "elapsed_s": round(elapsed, 3), "last_request_id": self._last_request_id(),
             }},
         )  # fmt: skip
-        return PassResult(
-            run.run_id, kind, outcome, c, run.open_jobs, run.marked_missing, elapsed, error
-        )
+        return PassResult(run.run_id, kind, outcome, c, run.open_jobs, run.marked_missing, elapsed)
 
     def _last_request_id(self) -> str | None:
         inner = self._prefetch.inner if self._prefetch is not None else self.source

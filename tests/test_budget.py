@@ -30,7 +30,6 @@ def test_token_bucket_spends_at_most_the_rate() -> None:
         budget.acquire()
     # 10 from the burst, then one a second: 30 more requests need ~30 s
     assert 29.9 <= t.now - 100.0 <= 30.1
-    assert budget.waited_s == sum(t.slept)
 
 
 def test_no_rate_means_no_wait_and_pause_holds_everything() -> None:

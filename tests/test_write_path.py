@@ -83,13 +83,13 @@ def test_a_page_reads_back_as_written(engine: Engine) -> None:
     counts = RunCounts(pages=1, items=3, inserted=3, transitions=3)
     sightings = [Transition(r.id, None, r.status, r.progress) for r in recs]
     first = PageWrite("s1", run, "o", now, counts, inserts=recs, transitions=sightings)
-    store.write_page(first, 60)
+    store.write_pages([first], 60)
     later = now + timedelta(seconds=90)
     changed = parse_video({**items[1], "status": "completed", "progress": 100})
     done = [Transition(changed.id, "in_progress", "completed", 100)]
     second = PageWrite("s1", run, "o", later, counts, updates=[changed], touches=[recs[0].id],
                        transitions=done)  # fmt: skip
-    store.write_page(second, 60)
+    store.write_pages([second], 60)
     by_id = {r.id: r for r in _rows(engine, video_jobs)}
     for rec in (recs[0], changed, recs[2]):
         row = by_id[rec.id]
@@ -131,7 +131,7 @@ def test_stale_open_jobs_are_found_whatever_their_statuses(engine: Engine) -> No
     statuses = ["completed", "failed", "Cancelled", "aaa", "in_progress", "queued", "zzz",
                 "completed2", "Completed", "failed "]  # fmt: skip
     recs = [parse_video(job(i, s)) for i, s in enumerate(statuses)]
-    store.write_page(PageWrite("s1", run, "o", long_ago, RunCounts(), inserts=recs), 60)
+    store.write_pages([PageWrite("s1", run, "o", long_ago, RunCounts(), inserts=recs)], 60)
     now = long_ago + timedelta(days=2)
     for terminal in (("completed", "failed"), ("completed", "failed", "Cancelled", "zzz")):
         found = store.stale_open_ids("s1", terminal, now - timedelta(days=1), now, 100)
