@@ -581,15 +581,20 @@ def test_rate_limit_headers_are_parsed_and_an_empty_window_waits(server: Script)
     assert sleeps == []
     now[0] += 10.0
     client.list_page(after="a", order="asc", limit=100)
-    assert sleeps == [120.0]  # until reset, bounded by max_retry_wait_s
+    assert sleeps == [110.0]  # until reset, bounded by max_retry_wait_s from when it was said
     client.close()
 
 
 def test_rate_limit_wait_is_the_time_left(server: Script) -> None:
     now = [0.0]
     sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
     source = SourceSettings(base_url=server.url, api_key=Secret(KEY))
-    with VideosClient(source, sleep=sleeps.append, clock=lambda: now[0]) as client:
+    with VideosClient(source, sleep=sleep, clock=lambda: now[0]) as client:
         limits = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"}
         server.add(Step(200, page().body, limits), page(), page())
         client.list_page(after=None, order="asc", limit=100)
@@ -614,3 +619,28 @@ def test_a_429_pauses_the_whole_budget(server: Script) -> None:
         client.list_page(after=None, order="asc", limit=100)
     assert budget_sleeps == [2.0]  # the retry waited in the budget too: other callers would
     assert len(server.seen) == 2
+
+
+def test_every_wait_is_served_by_the_shared_budget(server: Script) -> None:
+    """Back-off, Retry-After and an empty x-ratelimit window: all through the source's budget,
+    so the other client of the source (the head chain of a full scan) waits as well."""
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    def never(_seconds: float) -> None:
+        raise AssertionError("a client waited outside its budget")
+
+    budget = RequestBudget(None, sleep=sleep, clock=lambda: now[0])
+    source = SourceSettings(base_url=server.url, api_key=Secret(KEY))
+    limits = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "5s"}
+    server.add(Step(500), Step(200, page("a").body, limits), Step(200, {"id": "a"}))
+    with VideosClient(source, sleep=never, budget=budget) as client:
+        client.list_page(after=None, order="asc", limit=100)
+    assert len(slept) == 1 and 0.375 <= slept[0] <= 0.5  # the back-off of the 500
+    with VideosClient(source, sleep=never, budget=budget) as head:
+        assert head.get_video("a") == {"id": "a"}
+    assert slept[1:] == [5.0]  # no request was left in the window until it reset
