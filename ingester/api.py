@@ -3,7 +3,9 @@
 `VideosClient` implements `protocols.PageSource`. Each call is one HTTP request wrapped in one
 tenacity policy: retry 408/409/429/5xx, timeouts, resets and truncated bodies, never another
 4xx; `x-should-retry` overrides that; `retry-after-ms` / `Retry-After` is honoured up to
-`max_retry_wait_s`. Every failed attempt goes to `on_error`; every error raised is an ApiError.
+`max_retry_wait_s`. Every wait (back-off, a server-requested wait, the rate) is served by the
+source's `RequestBudget`. Every failed attempt goes to `on_error`; every error raised is an
+ApiError.
 """
 
 from __future__ import annotations
@@ -61,21 +63,16 @@ class RetryableAttempt(Exception):
         self.wait_s = wait_s  # the wait the server asked for, if it did
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """The last `x-ratelimit-*-requests` headers seen: requests left, seconds until reset."""
-
-    remaining: int | None
-    reset_s: float | None
-
-
 def backoff_s(retry: int, rng: Callable[[], float] = random.random) -> float:
     """The wait before retry number `retry` (from 1): 0.5 s doubling to 8 s, less up to 25%."""
     return min(BACKOFF_INITIAL_S * 2.0 ** (retry - 1), BACKOFF_MAX_S) * (1.0 - JITTER * rng())
 
 
 def retry_policy(max_retries: int, max_wait_s: float, sleep: Callable[[float], None]) -> Retrying:
-    """Retry `RetryableAttempt` up to `max_retries` times; stop if the server asks > max_wait_s."""
+    """Retry `RetryableAttempt` up to `max_retries` times; stop if the server asks > max_wait_s.
+
+    `sleep(s)` runs before each retry with the wait chosen (the server's, else a back-off).
+    """
 
     def asked(state: RetryCallState) -> float | None:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -188,7 +185,12 @@ class VideosClient:
         self.source = source
         self._base = source.base_url.rstrip("/")
         self._on_error, self._on_response = on_error, on_response
-        self._sleep, self._clock, self._budget = sleep, clock, budget
+        self._clock = clock
+        # the one gate of every request (shared by the clients of a source when handed in);
+        # `sleep` and `clock` serve only a budget of the client's own
+        if budget is None:
+            budget = RequestBudget(source.requests_per_minute, sleep, clock)
+        self._budget = budget
         self._max_body = max_body_bytes
         self._owns_session = session is None
         self._session = session if session is not None else _new_session()
@@ -212,14 +214,13 @@ class VideosClient:
         # (REQUESTS_CA_BUNDLE) would only cost a stat() a request
         tls = self._base.lower().startswith("https:") or bool(self._proxies)
         self._verify: bool | str | None = env["verify"] if tls else True
-        self._policy = retry_policy(source.max_retries, source.max_retry_wait_s, sleep)
+        # a retry's wait is its turn in the budget: back-off, any pause, the rate
+        self._policy = retry_policy(
+            source.max_retries, source.max_retry_wait_s, self._budget.acquire
+        )
         self.requests = 0
         self.retries = 0
-        self.status_counts: dict[int, int] = {}
         self.last_request_id: str | None = None
-        self.rate_limit: RateLimit | None = None
-        self._reset_at: float | None = None
-        self._not_before = 0.0  # a server-requested wait that a failed call left unserved
 
     def close(self) -> None:
         """Close the session, unless it was handed in."""
@@ -274,10 +275,7 @@ class VideosClient:
             note = f" (attempt {attempts} of {self.source.max_retries + 1})"
             return self._attempt(url, params, what, note, vid)
 
-        delay = self._not_before - self._clock()
-        if delay > 0:  # the last call gave up while the server still asked us to wait
-            self._sleep(delay)
-        self._not_before = 0.0
+        self._budget.acquire()  # the first attempt's turn; each retry's is the policy's sleep
         try:
             reply = self._policy(once)
         except RetryableAttempt as exc:
@@ -293,19 +291,11 @@ class VideosClient:
         except ApiError as exc:
             exc.retries = attempts - 1
             raise
-        self._not_before = 0.0  # any wait asked for on the way was served by the policy
         return _Reply(reply.status, reply.headers, reply.body, attempts - 1)
 
     def _attempt(
         self, url: str, params: dict[str, str], what: str, note: str, vid: str | None
     ) -> _Reply:
-        if self._reset_at is not None:  # the provider said no request is left until its reset
-            delay = min(self._reset_at - self._clock(), self.source.max_retry_wait_s)
-            self._reset_at = None
-            if delay > 0:
-                self._sleep(delay)
-        if self._budget is not None:
-            self._budget.acquire()
         self.requests += 1
         started, resp = self._clock(), None
         try:
@@ -314,7 +304,6 @@ class VideosClient:
                 allow_redirects=False,  # a redirect would carry the key elsewhere
                 proxies=self._proxies, verify=self._verify, cert=self._cert,
             )  # fmt: skip
-            self.status_counts[resp.status_code] = self.status_counts.get(resp.status_code, 0) + 1
             self.last_request_id = resp.headers.get("x-request-id") or self.last_request_id
             self._note_rate_limit(resp.headers)
             reply = _Reply(resp.status_code, resp.headers, self._read(resp))
@@ -338,10 +327,9 @@ class VideosClient:
         if not _should_retry(reply):
             return reply
         wait = server_wait_s(reply.headers)
-        if wait:
-            self._not_before = self._clock() + min(wait, self.source.max_retry_wait_s)
-        if self._budget is not None and (wait or reply.status == 429):
-            # every request of the source waits, not only this one (1 s when no wait was given)
+        if wait or reply.status == 429:
+            # every request of the source waits, not only this one (1 s when no wait was
+            # given), and so does the next call if this one gives up
             self._budget.pause(min(wait or 1.0, self.source.max_retry_wait_s))
         error = self._fail(TransientApiError, "http", _describe(reply, what), reply, vid, note)
         raise RetryableAttempt(error, wait)
@@ -369,12 +357,11 @@ class VideosClient:
         return b"".join(chunks)
 
     def _note_rate_limit(self, headers: Mapping[str, str]) -> None:
-        raw = headers.get("x-ratelimit-remaining-requests", "").strip()
-        remaining = int(raw) if raw.isdigit() else None
-        reset = parse_duration(headers.get("x-ratelimit-reset-requests"))
-        if remaining is not None or reset is not None:
-            self.rate_limit = RateLimit(remaining, reset)
-            self._reset_at = self._clock() + reset if remaining == 0 and reset else None
+        """No request left until the window resets: hold the source's requests until then."""
+        if headers.get("x-ratelimit-remaining-requests", "").strip() == "0":
+            reset = parse_duration(headers.get("x-ratelimit-reset-requests"))
+            if reset:
+                self._budget.pause(min(reset, self.source.max_retry_wait_s))
 
     # --- translating failures -------------------------------------------------------------
 

@@ -217,6 +217,7 @@ def sync_cmd(obj: Context, source_name: str | None) -> None:
     """Run one incremental pass: new jobs, open jobs, and stale jobs by id."""
     settings = obj.settings
     source = settings.source(source_name)
+    source.require_key()
     store = obj.store()
     with (
         stop_on_signals() as stop,
@@ -264,6 +265,7 @@ def backfill_cmd(
         raise ConfigError("--since must be before --until")
     settings = obj.settings
     source = settings.source(source_name)
+    source.require_key()
     store = obj.store()
     with (
         stop_on_signals() as stop,
@@ -372,11 +374,14 @@ def run_cmd(
         idle_interval_s=idle_interval_s,
         metrics_address=metrics_address,
     )
-    obj.settings  # noqa: B018 - fail fast on bad settings, before anything starts
 
     def load() -> Settings:
-        return load_settings(obj.flags, config_path=obj.config_path)
+        settings = load_settings(obj.flags, config_path=obj.config_path)
+        for source in settings.sources:
+            source.require_key()
+        return settings
 
+    load()  # fail fast on bad settings or a missing key, before anything starts
     sys.exit(run_service(load, owner=owner_id()))
 
 

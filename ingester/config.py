@@ -21,6 +21,7 @@ from .errors import ConfigError
 DEFAULT_DATABASE_URL = "sqlite:///ingester.db"
 PROVIDERS = ("openai", "azure", "litellm")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+_AUTH_HEADERS = ("authorization", "api-key")  # a key given as a header of the TOML instead
 # The statuses of the Videos API and of the gateways that serve it today (DESIGN.md §1a)
 OPEN_STATUSES = ("queued", "in_progress", "pending", "processing", "preprocessing", "running")
 TERMINAL_STATUSES = ("completed", "failed", "cancelled", "expired", "succeeded")
@@ -100,6 +101,17 @@ class SourceSettings:
         if self.requests_per_minute is not None and self.requests_per_minute <= 0:
             raise ConfigError(f"source {self.name}: requests_per_minute must be > 0")
         check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+
+    def require_key(self) -> None:
+        """Raise ConfigError, saying where a key is read from, if this source has none."""
+        if self.api_key or any(k.lower() in _AUTH_HEADERS for k, _ in self.extra_headers):
+            return
+        raise ConfigError(
+            f"source {self.name} has no API key: it is read from OPENAI_API_KEY, "
+            "OPENAI_API_KEY_FILE or the systemd credential openai-api-key, or, for a "
+            "[[sources]] entry of the TOML config, from its api_key_env or api_key_file "
+            f"(or the credential {self.name}-api-key)"
+        )
 
     def auth_headers(self) -> dict[str, str]:
         """The headers that authenticate this source, secrets included: send, never log."""

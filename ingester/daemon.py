@@ -37,7 +37,7 @@ from .config import Settings, SourceSettings
 from .database import make_engine, require_head
 from .errors import ConfigError, IngesterError, LeaseBusyError, StoreError
 from .metrics import Metrics, MetricsServer
-from .models import sync_state, video_jobs
+from .models import sync_state
 from .stopping import StopToken, stop_on_signals
 from .store import SqlStore
 from .systemd import Notifier
@@ -117,7 +117,8 @@ class SourceWorker:
                 if result.open_jobs
                 else self.settings.effective_idle_interval_s
             )
-            self.metrics.open_jobs.labels(name).set(self._open_jobs())
+            open_jobs = self.store.count_open(name, self.source.terminal_statuses)
+            self.metrics.open_jobs.labels(name).set(open_jobs)
         except LeaseBusyError:
             log.info("source %s is busy in another process; skipping this tick", name)
         except (IngesterError, KeyboardInterrupt) as exc:
@@ -170,19 +171,6 @@ class SourceWorker:
         last = row.last_full_scan_at
         due = timedelta(seconds=self.settings.reconcile_interval_s)
         return last is None or datetime.now(UTC) - last >= due
-
-    def _open_jobs(self) -> int:
-        j = video_jobs.c
-        with self._reading("counting open jobs") as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).where(
-                        j.source == self.source.name,
-                        j.status.not_in(self.source.terminal_statuses),
-                        j.missing_since.is_(None),
-                    )
-                ).scalar_one()
-            )
 
     def close(self) -> None:
         """Close the HTTP sessions."""

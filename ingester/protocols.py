@@ -183,7 +183,11 @@ class Store(Protocol):
     """Where the mirror lives; every method is one transaction."""
 
     def acquire_lease(self, source: str, owner: str, ttl_s: float, now: datetime) -> bool:
-        """Take or renew the source's lease; close runs a dead holder left `running`."""
+        """Take or renew the source's lease; close runs a dead holder left `running`.
+
+        True once taken; LeaseBusyError, naming the holder and its expiry, while another
+        live process holds it.
+        """
         ...
 
     def release_lease(self, source: str, owner: str) -> None:

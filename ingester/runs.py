@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .errors import ApiError, IngesterError, Interrupted, LeaseBusyError, StoreError
+from .errors import ApiError, IngesterError, Interrupted, StoreError
 from .protocols import ErrorBuffer, ErrorEvent, PageSource, RunCounts, Store
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ class Recorder:
         """Run `body` as one pass of kind `kind`; raise what it raised, once recorded."""
         started = time.monotonic()
         name = self.name
-        if not self.store.acquire_lease(name, self.owner, self.lease_ttl_s, self.clock()):
-            raise LeaseBusyError(f"source {name} is being synced by another process")
+        self.store.acquire_lease(name, self.owner, self.lease_ttl_s, self.clock())
         try:
             run = Run(
                 kind, self.store.start_run(name, kind, self.owner, self.clock()), *self.sent()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +36,7 @@ from .records import VideoRecord, clean_text
 log = logging.getLogger(__name__)
 
 WINDOW_GRACE = timedelta(minutes=5)
-MESSAGE_CAP = 2000
+TEXT_CAP = 2000  # characters of an error's message or payload that are kept
 MULTI_ROWS = 1024  # rows of one multi-row INSERT on SQLite, at most
 
 _jobs = video_jobs.c
@@ -79,19 +81,26 @@ class SqlStore:
     # --- lease -------------------------------------------------------------------------------
 
     def acquire_lease(self, source: str, owner: str, ttl_s: float, now: datetime) -> bool:
-        """Take the lease if free, ours or expired; then close runs a dead holder left open."""
+        """Take the lease if free, ours, expired or held by a process of this host that is
+        gone; then close runs a dead holder left open. LeaseBusyError names a live holder."""
         self._ensure_state(source, now)
         with self._tx("taking the lease") as conn:
+            held = conn.execute(
+                sa.select(_state.lease_owner, _state.lease_expires_at).where(
+                    _state.source == source
+                )
+            ).one()
+            free = [
+                _state.lease_owner.is_(None),
+                _state.lease_owner == owner,
+                _state.lease_expires_at < now,
+            ]
+            gone = held.lease_owner is not None and _process_gone(held.lease_owner)
+            if gone:  # killed (SIGKILL, OOM): no need to wait for its lease to expire
+                free.append(_state.lease_owner == held.lease_owner)
             taken = conn.execute(
                 sa.update(sync_state)
-                .where(
-                    _state.source == source,
-                    sa.or_(
-                        _state.lease_owner.is_(None),
-                        _state.lease_owner == owner,
-                        _state.lease_expires_at < now,
-                    ),
-                )
+                .where(_state.source == source, sa.or_(*free))
                 .values(
                     lease_owner=owner,
                     lease_expires_at=now + timedelta(seconds=ttl_s),
@@ -99,7 +108,20 @@ class SqlStore:
                 )
             ).rowcount
             if taken != 1:
-                return False
+                expires = held.lease_expires_at
+                until = (
+                    ""
+                    if expires is None
+                    else f"; its lease expires at {expires:%Y-%m-%d %H:%M:%S} UTC"
+                )
+                raise LeaseBusyError(
+                    f"source {source} is being synced by another process "
+                    f"({held.lease_owner}{until})"
+                )
+            if gone:
+                log.warning(
+                    "took over the lease of %s from %s: it no longer runs", source, held.lease_owner
+                )
             # Whoever left a run `running` for this source is gone: we hold the lease now.
             conn.execute(
                 sa.update(sync_runs)
@@ -349,22 +371,26 @@ class SqlStore:
     ) -> list[tuple[str, dict[str, Any]]]:
         """Open jobs first seen before, and not re-read since, the times given: (id, raw)."""
         with self._tx("reading stale jobs") as conn:
-            statuses = _distinct_statuses(conn, source)
-            open_statuses = None if statuses is None else [s for s in statuses if s not in terminal]
-            if open_statuses == []:
+            where = _open(conn, source, terminal)
+            if where is None:
                 return []  # nothing is open: the usual idle pass, answered from the index alone
-            where = [
-                _jobs.source == source,
-                _jobs.status.not_in(terminal),
+            where += [
                 _jobs.missing_since.is_(None),
                 _jobs.first_seen_at <= first_seen_before,
                 sa.or_(_jobs.last_checked_at.is_(None), _jobs.last_checked_at <= checked_before),
             ]
-            if open_statuses is not None:
-                where.append(_jobs.status.in_(open_statuses))  # index ranges, not a full scan
             query = sa.select(_jobs.id, _jobs.raw).where(*where)
             rows = conn.execute(query.order_by(_jobs.created_at, _jobs.id).limit(limit)).all()
             return [(vid, raw if isinstance(raw, dict) else {}) for vid, raw in rows]
+
+    def count_open(self, source: str, terminal: tuple[str, ...]) -> int:
+        """How many jobs of `source` are open and not missing (read over the status index)."""
+        with self._tx("counting open jobs") as conn:
+            where = _open(conn, source, terminal)
+            if where is None:
+                return 0
+            query = sa.select(sa.func.count()).where(*where, _jobs.missing_since.is_(None))
+            return int(conn.execute(query).scalar_one())
 
     def settle_cursor(
         self, source: str, terminal: tuple[str, ...], first_seen_before: datetime
@@ -385,17 +411,10 @@ class SqlStore:
             if state is None or state.scan_started_at is None:
                 return None
             seen = [_jobs.source == source, _jobs.last_seen_at >= state.scan_started_at]
-            statuses = _distinct_statuses(conn, source)
-            open_statuses = None if statuses is None else [s for s in statuses if s not in terminal]
+            where = _open(conn, source, terminal)
             holding_at = None
-            if open_statuses != []:
-                where = [
-                    *seen,
-                    _jobs.status.not_in(terminal),
-                    _jobs.first_seen_at > first_seen_before,
-                ]
-                if open_statuses is not None:
-                    where.append(_jobs.status.in_(open_statuses))
+            if where is not None:
+                where += [*seen, _jobs.first_seen_at > first_seen_before]
                 holding_at = conn.execute(
                     sa.select(sa.func.min(_jobs.created_at)).where(*where)
                 ).scalar()
@@ -413,6 +432,35 @@ class SqlStore:
                 .values(cursor_id=row.id, cursor_created_at=row.created_at)
             )
             return row.id, row.created_at
+
+
+def _open(
+    conn: Connection, source: str, terminal: tuple[str, ...]
+) -> list[sa.ColumnElement[bool]] | None:
+    """The conditions that select the open jobs of `source`; None when none is open."""
+    where = [_jobs.source == source, _jobs.status.not_in(terminal)]
+    statuses = _distinct_statuses(conn, source)
+    if statuses is not None:
+        open_statuses = [s for s in statuses if s not in terminal]
+        if not open_statuses:
+            return None
+        where.append(_jobs.status.in_(open_statuses))  # index ranges, not a full scan
+    return where
+
+
+def _process_gone(owner: str) -> bool:
+    """True if a lease owner (host:pid:random, see `cli.owner_id`) is a process of this host
+    that no longer runs. A pid in use again reads as alive: the lease then has to expire."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # alive under another user, or not a pid at all
+        return False
+    return False
 
 
 def _distinct_statuses(conn: Connection, source: str, cap: int = 64) -> list[str] | None:
@@ -671,10 +719,13 @@ def _counts(c: RunCounts) -> dict[str, int]:
 
 
 def _cap(text: str | None) -> str | None:
+    """`text` made storable and cut to TEXT_CAP characters, saying how many were cut."""
     if text is None:
         return None
     text = clean_text(text)
-    return text if len(text) <= MESSAGE_CAP else text[:MESSAGE_CAP] + "..."
+    if len(text) <= TEXT_CAP:
+        return text
+    return f"{text[:TEXT_CAP]}... [{len(text) - TEXT_CAP} more characters]"
 
 
 def _short(text: str | None) -> str | None:

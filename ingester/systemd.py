@@ -27,11 +27,6 @@ class Notifier:
         self.watchdog_s = int(usec) / 1e6 if enabled and usec and usec.isdigit() else None
         self._sock: socket.socket | None = None
 
-    @property
-    def enabled(self) -> bool:
-        """True when systemd listens."""
-        return self.address is not None
-
     def send(self, **fields: str) -> None:
         """Send one message, e.g. send(READY="1", STATUS="syncing")."""
         if self.address is None:

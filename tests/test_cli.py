@@ -6,16 +6,18 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from ingester.database import make_engine
-from ingester.models import sync_runs, video_jobs
+from ingester.models import sync_runs, sync_state, video_jobs
 from ingester.simulator import Fault, Simulator, World
 from tests.proc import Proc, wait_for
 
@@ -182,7 +184,6 @@ def test_demo_needs_no_key_and_no_config(tmp_path: Path) -> None:
 
 def test_backfill_while_the_source_is_busy(env: dict[str, str]) -> None:
     import threading
-    from datetime import UTC, datetime
 
     from ingester.store import SqlStore
 
@@ -300,3 +301,69 @@ def test_sigint_wakes_the_wait_for_a_busy_source(env: dict[str, str], tmp_path: 
     assert code == 130, backfill.log()
     assert "ingester: error: stop requested" in backfill.log()
     assert runs(env["INGESTER_DATABASE_URL"]) == []
+
+
+def _lease(url: str) -> tuple[str | None, datetime | None]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(sync_state.c.lease_owner, sync_state.c.lease_expires_at))
+        owner, expires = row.one()
+    engine.dispose()
+    return owner, expires
+
+
+def test_a_killed_backfill_does_not_hold_the_source(
+    env: dict[str, str], sim: Simulator, tmp_path: Path
+) -> None:
+    """SIGKILLed mid-run, the holder is a pid of this host that no longer runs: taken over."""
+    assert ingester("migrate", env=env).returncode == 0
+    sim.faults.push(Fault.stall(), count=2, path_contains="/videos?")  # the first pages hang
+    proc = Proc(["backfill", "--no-progress"], env, tmp_path / "killed.log")
+    try:
+        wait_for(lambda: sim.faults.injected >= 1, what="the backfill's first request")
+        owner, _ = _lease(env["INGESTER_DATABASE_URL"])
+        assert owner is not None and f":{proc.pid}:" in owner
+    finally:
+        assert proc.kill() == -signal.SIGKILL
+        proc.close()
+    sim.faults.clear()
+    again = ingester("backfill", "--no-progress", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "120 inserted" in again.stdout
+    assert f"from {owner}: it no longer runs" in again.stdout
+
+
+def test_a_live_holder_is_named_with_its_expiry(env: dict[str, str]) -> None:
+    from ingester.store import SqlStore
+
+    assert ingester("migrate", env=env).returncode == 0
+    url = env["INGESTER_DATABASE_URL"]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        owner = f"{socket.gethostname()}:{holder.pid}:0badcafe"
+        assert SqlStore(make_engine(url)).acquire_lease("default", owner, 600, datetime.now(UTC))
+        _, expires = _lease(url)
+        assert expires is not None
+        line = one_line_error(ingester("backfill", "--no-progress", env=env), 5)
+        assert owner in line and f"expires at {expires:%Y-%m-%d %H:%M:%S} UTC" in line
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ingester("backfill", "--no-progress", env=env).returncode == 0  # now gone: taken
+
+
+@pytest.mark.parametrize("args", [("sync",), ("backfill", "--no-progress"), ("run",)])
+def test_no_api_key_is_refused_before_any_request(
+    env: dict[str, str], sim: Simulator, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    assert ingester("migrate", env=env).returncode == 0
+    del env["OPENAI_API_KEY"]
+    line = one_line_error(ingester(*args, env=env, timeout=20), 2)
+    for where in ("OPENAI_API_KEY,", "OPENAI_API_KEY_FILE", "credential openai-api-key",
+                  "api_key_env", "api_key_file"):  # fmt: skip
+        assert where in line
+    config = tmp_path / "ingester.toml"
+    config.write_text(f'[[sources]]\nname = "prod"\nbase_url = "{sim.base_url}"\n')
+    line = one_line_error(ingester("--config", str(config), *args, env=env, timeout=20), 2)
+    assert "source prod has no API key" in line and "credential prod-api-key" in line
+    assert sim.requests == []

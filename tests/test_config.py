@@ -116,3 +116,11 @@ def test_plain_http_allowed_to_loopback_or_when_asked() -> None:
 def test_secret_never_shows() -> None:
     s = Secret(KEY)
     assert KEY not in repr(s) and KEY not in str(s) and KEY not in f"{s}" and s.reveal() == KEY
+
+
+def test_a_key_given_as_a_header_counts_as_a_key(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[sources]]\nname = "gw"\nbase_url = "https://gw.test/v1"\n'
+                           '[sources.headers]\napi-key = "k-0123456789"\n')  # fmt: skip
+    load_settings({}, {}, path).sources[0].require_key()  # no error
+    with pytest.raises(ConfigError, match="source default has no API key"):
+        load_settings({}, {}).sources[0].require_key()

@@ -335,7 +335,8 @@ def test_lease_excludes_a_second_writer_until_it_expires(engine: Engine) -> None
     t0 = Clock()()  # the syncer below runs at this instant too
     assert store.acquire_lease("s1", "a", 60, t0)
     run = store.start_run("s1", "sync", "a", t0)
-    assert not store.acquire_lease("s1", "b", 60, t0 + timedelta(seconds=30))
+    with pytest.raises(LeaseBusyError, match=r"by another process \(a; its lease expires at "):
+        store.acquire_lease("s1", "b", 60, t0 + timedelta(seconds=30))
     src = ListSource([job(0)])
     syncer = make(src, engine)
     with pytest.raises(LeaseBusyError):
