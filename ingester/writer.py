@@ -120,7 +120,7 @@ class PageWriter:
         self._pending.append(staged)
         if len(self._pending) >= self.group or time.monotonic() - self._since >= GROUP_S:
             self.flush()
-        if self.on_page is not None:
+        elif self.on_page is not None:
             self.on_page(staged.run.counts)
 
     def flush(self) -> None:
@@ -140,6 +140,8 @@ class PageWriter:
             run.counts.errors += len(w.errors)
         self.recorder.count_requests(run)
         self.store.write_pages([s.write for s in pending], self.recorder.lease_ttl_s)
+        if self.on_page is not None:
+            self.on_page(run.counts)
 
     def _diff(self, staged: _Staged, snaps: dict[str, JobSnapshot]) -> None:
         """Diff one staged page; `snaps` then holds what it makes of its jobs."""
