@@ -1,20 +1,27 @@
 """What the real LiteLLM proxy 1.110.2 does to `GET /videos` (DESIGN.md 1a), by raw requests.
 
 The proxy runs once a session (conftest `litellm_proxy`) in front of a simulator whose defaults
-are OpenAI's (20 a page, newest first); each test serves its own world behind it.
+are OpenAI's (20 a page, newest first); each test serves its own world behind it. The last
+tests run the `ingester` console script through it (issue 11).
 """
 
 from __future__ import annotations
 
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
+import sqlalchemy as sa
 
+from ingester.database import make_engine
+from ingester.models import sync_errors, video_job_transitions, video_jobs
 from ingester.simulator import FakeClock, Fault, World
 from tests.litellm_proxy import LiteLLMProxy, unwrap_id
+from tests.proc import INGESTER, clean_env
 
 NOW = 1_790_000_000.0
 
@@ -224,3 +231,109 @@ def test_upstream_errors_pass_through_once_with_renamed_headers(proxy: LiteLLMPr
     sim.faults.push(Fault.server_error(503))
     assert _get(proxy, "/videos").status_code == 503
     assert [r.status for r in sim.requests] == [429, 503]  # the proxy retried neither
+
+
+# --- `ingester` through the proxy (issue 11) ---------------------------------------------------
+
+
+def _ingester(
+    url: str, base_url: str, key: str, *args: str, provider: str = "litellm"
+) -> subprocess.CompletedProcess[str]:
+    env = clean_env(INGESTER_DATABASE_URL=url, OPENAI_BASE_URL=base_url, OPENAI_API_KEY=key,
+                    INGESTER_PROVIDER=provider, INGESTER_SOURCE="gw")  # fmt: skip
+    return subprocess.run([INGESTER, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _mirror(url: str) -> tuple[dict[str, Any], list[Any], list[str]]:
+    """(rows by id, transitions in order, error messages) of the mirror."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(video_jobs))}
+        t = video_job_transitions.c
+        transitions = list(conn.execute(sa.select(video_job_transitions).order_by(t.id)))
+        errors = list(conn.execute(sa.select(sync_errors.c.message)).scalars())
+    engine.dispose()
+    return rows, transitions, errors
+
+
+def _current(rows: dict[str, Any], world: World, ids: list[str]) -> None:
+    for vid in ids:
+        job = world.get(vid)
+        row = rows[vid]
+        assert (row.status, row.progress, row.prompt, row.missing_since) == (
+            job["status"], job["progress"], job["prompt"], None), vid  # fmt: skip
+
+
+def test_ingester_sync_through_the_proxy_keeps_the_head_and_open_jobs_current(
+    litellm_proxy: LiteLLMProxy, tmp_path: Path
+) -> None:
+    clock = FakeClock(NOW)
+    world = World(clock=clock, seed=11)
+    world.add_jobs(235, created_at=NOW - 2000, status="completed")
+    opened = world.add_jobs(15, created_at=NOW - 30, queued_s=(0, 0), render_s=(600, 900))
+    sim = litellm_proxy.serve(world)
+    url = f"sqlite:///{tmp_path / 'mirror.db'}"
+
+    def sync() -> dict[str, Any]:
+        done = _ingester(url, litellm_proxy.base_url, litellm_proxy.master_key, "sync")
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        assert "head-only mode: this gateway ignores pagination" in done.stdout
+        return _mirror(url)[0]
+
+    assert _ingester(url, litellm_proxy.base_url, "", "migrate").returncode == 0
+    rows = sync()
+    newest = [job["id"] for job in world.truth()[-20:]]
+    assert sorted(rows) == sorted(newest)  # upstream ids, not the proxy's wrapped ones
+    _current(rows, world, opened)
+    # 10 new jobs push the 5 oldest open ones off the head: they move on, are read by id
+    world.add_jobs(10, created_at=NOW - 10, status="completed")
+    clock.advance(300)
+    sim.reset_log()
+    rows = sync()
+    read = {r.path.rsplit("/", 1)[1] for r in sim.requests if r.path.startswith("/v1/videos/")}
+    assert read == set(opened[:5])
+    _current(rows, world, opened)
+    assert len(rows) == 30
+    clock.advance(1000)  # every open job has finished
+    rows = sync()
+    _current(rows, world, opened)
+    assert {rows[v].status for v in opened} <= {"completed", "failed"}
+    assert sum("ignores pagination" in m for m in _mirror(url)[2]) == 1
+
+
+def test_a_source_switched_to_the_proxy_keeps_one_row_per_job_and_backfill_refuses(
+    litellm_proxy: LiteLLMProxy, tmp_path: Path
+) -> None:
+    clock = FakeClock(NOW)
+    world = World(clock=clock, seed=12)
+    world.add_jobs(240, created_at=NOW - 2000, status="completed")
+    opened = world.add_jobs(10, created_at=NOW - 30, queued_s=(0, 0), render_s=(600, 900))
+    sim = litellm_proxy.serve(world)
+    url = f"sqlite:///{tmp_path / 'mirror.db'}"
+    proxy = (url, litellm_proxy.base_url, litellm_proxy.master_key)
+    assert sim.api_key is not None
+    assert _ingester(url, litellm_proxy.base_url, "", "migrate").returncode == 0
+    direct = _ingester(url, sim.base_url, sim.api_key, "sync", provider="openai")
+    assert direct.returncode == 0, direct.stderr
+    before = _mirror(url)[0]
+    assert len(before) == 250
+
+    clock.advance(300)
+    assert _ingester(*proxy, "sync").returncode == 0
+    refused = _ingester(*proxy, "backfill")
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("ingester: error: this gateway ignores pagination"), line
+    assert "nothing was marked missing" in line
+    clock.advance(1000)
+    assert _ingester(*proxy, "sync").returncode == 0
+    rows, transitions, _ = _mirror(url)
+    assert set(rows) == set(before)  # one row per job, under its upstream id
+    _current(rows, world, [job["id"] for job in world.truth()])
+    chains: dict[str, list[tuple[str | None, str]]] = {}
+    for t in transitions:
+        chains.setdefault(t.video_id, []).append((t.from_status, t.to_status))
+    for vid, chain in chains.items():
+        assert [a for a, _ in chain] == [None, *[b for _, b in chain[:-1]]], vid
+        assert all(a != b for a, b in chain), vid
+    assert {len(chains[v]) for v in set(rows) - set(opened)} == {1}
