@@ -174,6 +174,7 @@ sync_state = sa.Table(
     # the span a scan has listed (0004): only jobs created within it can be marked missing
     sa.Column("scan_oldest_at", UTCDateTime()),
     sa.Column("scan_newest_at", UTCDateTime()),
+    sa.Column("scan_filtered", sa.Boolean),  # a page held fewer jobs than its cursor covered
     # how the list can be read (0004): NULL paged, "head-only" when it cannot be paged
     sa.Column("list_mode", sa.String(16)),
     sa.Column("list_mode_reason", sa.Text),

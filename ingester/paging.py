@@ -13,7 +13,8 @@ page is checked against what was asked before anything is concluded from it —
 A page that fails a check ends the chain with a `Problem`; the pass decides what follows
 (cursor recovery, head-only mode, or a scan that refuses to call itself complete). Empty
 pages with `has_more` true are normal (a gateway may filter jobs the caller does not own):
-the chain follows `last_id` through them.
+the chain follows `last_id` through them, and notes that it was `filtered` (a page whose
+`last_id` is not its last job), so a scan never takes such a list as the whole truth.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Chain:
     last: datetime | None = None  # created_at of the last job listed so far
     pages: int = 0
     ended: bool = False
+    filtered: bool = False  # a page held fewer jobs than its cursor says it covered
     problem: Problem | None = None
     _cursors: set[str] = field(default_factory=set)
 
@@ -81,6 +83,11 @@ class Chain:
             return
         if jobs:
             self.last = jobs[-1].created_at
+        # A gateway may drop jobs the caller does not own and keep the page's `last_id`: then
+        # the list holds jobs this walk does not see, and absence from it proves nothing.
+        listed_last = jobs[-1].listed_id if jobs else None
+        if page.last_id is not None and page.last_id != listed_last:
+            self.filtered = True
         if not page.has_more or page.last_id is None:
             self.ended = True
             return
@@ -134,6 +141,7 @@ class Fetched:
     parsed: ParsedPage
     problem: Problem | None
     ended: bool
+    filtered: bool
 
 
 class ReadAhead:
@@ -200,7 +208,8 @@ class ReadAhead:
                 page = source.list_page(after=chain.after, order=chain.order, limit=chain.limit)
                 parsed = parse_items(page.items)
                 chain.update(page, parsed.records)
-                self._out.put((chain, Fetched(chain, page, parsed, chain.problem, chain.ended)))
+                fetched = Fetched(chain, page, parsed, chain.problem, chain.ended, chain.filtered)
+                self._out.put((chain, fetched))
         except BaseException as exc:  # raised in the caller's thread, where the page was due
             self._out.put((chain, exc))
         finally:

@@ -103,6 +103,7 @@ class SourceState:
     # the oldest and newest job a scan has listed: only jobs between them can be marked missing
     scan_oldest_at: datetime | None = None
     scan_newest_at: datetime | None = None
+    scan_filtered: bool | None = None
     list_mode: str | None = None  # None: paged; "head-only": the list cannot be paged
     list_mode_reason: str | None = None
     last_success_at: datetime | None = None
@@ -166,6 +167,7 @@ class PageWrite:
     scan_desc_created_at: datetime | None = None
     scan_oldest_at: datetime | None = None
     scan_newest_at: datetime | None = None
+    scan_filtered: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

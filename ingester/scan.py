@@ -118,6 +118,7 @@ class Scanner:
                            advancing=state.cursor_id == state.scan_after_id,
                            resume_at=state.cursor_id)  # fmt: skip
         lo, hi = state.scan_oldest_at, state.scan_newest_at
+        filtered = bool(state.scan_filtered)
         both = list(edges.values())
         if len(both) == 2 and met(both[0], both[1]):
             return None  # stopped between the last page and the finish: nothing left to read
@@ -136,6 +137,13 @@ class Scanner:
                     edge.checkpoint(write, f.page.last_id)
                     lo, hi = span(records, lo, hi)
                     write.scan_oldest_at, write.scan_newest_at = lo, hi
+                    if f.filtered and not filtered:
+                        filtered = write.scan_filtered = True
+                        self.writer.errors(ErrorEvent(
+                            "validate", "the list is filtered (a page holds fewer jobs than its "
+                            f"cursor {f.page.last_id} covers: a key that may not see every job"
+                            "): this scan marks no job missing", request_id=f.page.request_id,
+                        ))  # fmt: skip
                 self.writer.page(
                     run, records, write, items=len(f.page.items),
                     watermark=wm if f.chain is asc and f.problem is None else None, touch=True,

@@ -49,6 +49,7 @@ _CHECKPOINTS = (
     "scan_desc_created_at",
     "scan_oldest_at",
     "scan_newest_at",
+    "scan_filtered",
 )
 
 _NO_SCAN: dict[str, Any] = dict.fromkeys(
@@ -190,6 +191,7 @@ class SqlStore:
             scan_desc_created_at=row.scan_desc_created_at,
             scan_oldest_at=row.scan_oldest_at,
             scan_newest_at=row.scan_newest_at,
+            scan_filtered=row.scan_filtered,
             list_mode=row.list_mode,
             list_mode_reason=row.list_mode_reason,
             last_success_at=row.last_success_at,
@@ -316,6 +318,8 @@ class SqlStore:
             marked = 0
             if lo is None or hi is None:
                 log.warning("the scan of %s listed no job; missing_since left untouched", source)
+            elif state.scan_filtered:
+                log.warning("the list of %s is filtered; missing_since left untouched", source)
             else:
                 older = conn.execute(
                     sa.select(_jobs.id).where(_jobs.source == source, _jobs.created_at < lo)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from .config import SourceSettings
@@ -144,6 +145,8 @@ class Syncer:
                     if f.problem is not None or f.ended or self._stop(run):
                         break
         except CursorRejectedError as exc:
+            if state.cursor_after != state.cursor_id:  # listed by a gateway; now the provider?
+                return self._forward(run, replace(state, cursor_after=state.cursor_id))
             return self._recover(run, state, f"the provider rejected it ({exc})")
         if chain.problem is not None and chain.problem.kind == "cursor":
             return self._recover(run, state, "the provider ignored it")

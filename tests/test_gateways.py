@@ -37,6 +37,7 @@ from ingester.protocols import ErrorBuffer
 from ingester.simulator import FakeClock, Fault, Profile, Simulator, World, litellm_unwrap
 from ingester.store import SqlStore
 from ingester.sync import Syncer
+from ingester.wiring import build_syncer
 from tests.proc import INGESTER, clean_env
 
 NOW = float(int(time.time()))  # near real time: the CLI's passes run on the real clock
@@ -70,18 +71,12 @@ def syncer(sim: Simulator, engine: Engine, clock: FakeClock, **settings: Any) ->
     """A syncer of source "gw" on `sim`, wired as the CLI wires it (two clients)."""
     settings.setdefault("page_size", 100)
     if sim.profile.startswith("litellm"):
-        settings.setdefault("extra_headers", LITELLM_HEADER)
+        settings.setdefault("provider", "litellm")
     source = SourceSettings(name="gw", base_url=sim.base_url, api_key=Secret(KEY), **settings)
-    errors = ErrorBuffer()
-    return Syncer(
-        source,
-        VideosClient(source, on_error=errors, sleep=lambda _s: None),
-        SqlStore(engine),
-        owner="gw-test",
-        errors=errors,
+    return build_syncer(
+        source, SqlStore(engine), owner="gw-test", sleep=lambda _s: None,
         clock=lambda: datetime.fromtimestamp(clock(), UTC),
-        head_source=VideosClient(source, on_error=errors, sleep=lambda _s: None),
-    )
+    ).syncer  # fmt: skip
 
 
 def rows(engine: Engine) -> dict[str, Any]:
@@ -331,13 +326,34 @@ def test_the_cursor_is_followed_through_empty_pages(
     assert s.sync().outcome == "succeeded"
     assert set(rows(engine)) == mine
     assert state(engine).list_mode is None
-    # a full scan from both ends goes through them too, and meets where it should
+    # a full scan from both ends goes through them too and completes, but a filtered list
+    # proves nothing about the jobs it does not show: none is marked missing, and it says so
     gone = ids[17 * 5]
     world.delete(gone)
     clock.advance(60)
     result = s.backfill()
-    assert result.outcome == "succeeded" and result.marked_missing == 1
-    assert {v for v, r in rows(engine).items() if r.missing_since is not None} == {gone}
+    assert result.outcome == "succeeded" and result.marked_missing == 0
+    assert all(r.missing_since is None for r in rows(engine).values())
+    assert state(engine).last_full_scan_at is not None
+    said = errors_with(engine, "the list is filtered")
+    assert len(said) == 1 and "marks no job missing" in said[0]
+
+
+def test_a_key_that_sees_a_part_of_the_list_marks_nothing_missing(
+    engine: Engine, serve: Serve, clock: FakeClock
+) -> None:
+    """Mirrored directly, then through newer LiteLLM with a non-admin key: no false alarm."""
+    world = World(clock=clock, seed=9)
+    ids = world.add_jobs(100, created_at=NOW - 1000, status="completed")
+    direct = syncer(serve(world, "openai"), engine, clock, page_size=10)
+    assert direct.backfill().outcome == "succeeded" and len(rows(engine)) == 100
+    mine = set(ids[::3])
+    gateway = syncer(serve(world, "litellm-paged", visible=lambda raw: raw in mine), engine,
+                     clock, page_size=10)  # fmt: skip
+    clock.advance(60)
+    result = gateway.backfill()
+    assert result.outcome == "succeeded" and result.marked_missing == 0
+    assert len(rows(engine)) == 100 and all(r.missing_since is None for r in rows(engine).values())
 
 
 def test_a_repeated_cursor_stops_the_pass(engine: Engine, serve: Serve, clock: FakeClock) -> None:
@@ -403,6 +419,23 @@ def test_one_row_per_job_across_provider_and_gateways(
 
 
 # --- 6. partial objects never erase -------------------------------------------------------------
+
+
+def test_back_from_a_paged_gateway_the_provider_gets_the_upstream_cursor(
+    engine: Engine, serve: Serve, clock: FakeClock
+) -> None:
+    """The cursor was listed wrapped; the provider rejects that form: no cursor is lost."""
+    world = World(clock=clock, seed=11)
+    world.add_jobs(30, created_at=NOW - 1000, status="completed")
+    plain, paged = serve(world), serve(world, "litellm-paged")
+    assert syncer(plain, engine, clock, page_size=7).sync().outcome == "succeeded"
+    assert syncer(paged, engine, clock, page_size=7).sync().outcome == "succeeded"
+    world.add_jobs(3, created_at=NOW - 10, status="completed")
+    result = syncer(plain, engine, clock, page_size=7).sync()
+    assert result.outcome == "succeeded" and result.counts.inserted == 3
+    assert errors_with(engine, "lost") == []
+    assert not [r for r in list_calls(plain) if r.query.get("order") == "desc"]  # no recovery
+    assert_one_row_per_job(engine, world)
 
 
 def test_a_partial_by_id_answer_keeps_the_prompt_and_changes_nothing_unchanged(

@@ -6,7 +6,9 @@ Create Date: 2026-11-26 14:00:00.000000
 
 `scan_oldest_at` / `scan_newest_at`: the oldest and newest job a pending full scan has
 listed; a complete scan marks missing only jobs created between them, so a provider that
-lists a window or forgets old jobs never gets those marked. `list_mode` is NULL while the
+lists a window or forgets old jobs never gets those marked; `scan_filtered`: a page held
+fewer jobs than its cursor covered (a gateway hiding jobs the key does not own), so the scan
+marks nothing. `list_mode` is NULL while the
 list pages as asked, `head-only` once a page proved the provider ignores `after`, `order` or
 `limit` (a gateway), with the reason in plain words and since when.
 """
@@ -29,6 +31,7 @@ TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "ma
 COLUMNS = (
     ("scan_oldest_at", TS),
     ("scan_newest_at", TS),
+    ("scan_filtered", sa.Boolean()),
     ("list_mode", sa.String(length=16)),
     ("list_mode_reason", sa.Text()),
     ("list_mode_since", TS),
