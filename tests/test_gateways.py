@@ -429,7 +429,9 @@ def test_back_from_a_paged_gateway_the_provider_gets_the_upstream_cursor(
     world.add_jobs(30, created_at=NOW - 1000, status="completed")
     plain, paged = serve(world), serve(world, "litellm-paged")
     assert syncer(plain, engine, clock, page_size=7).sync().outcome == "succeeded"
+    world.add_jobs(5, created_at=NOW - 20, status="completed")  # the cursor ends on these
     assert syncer(paged, engine, clock, page_size=7).sync().outcome == "succeeded"
+    assert state(engine).cursor_id == world.truth()[-1]["id"]
     world.add_jobs(3, created_at=NOW - 10, status="completed")
     result = syncer(plain, engine, clock, page_size=7).sync()
     assert result.outcome == "succeeded" and result.counts.inserted == 3
