@@ -34,7 +34,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Connection
 
 from .config import Settings, SourceSettings
-from .database import make_engine, require_head
+from .database import make_engine, require_head, translated
 from .errors import ConfigError, IngesterError, LeaseBusyError, StoreError
 from .metrics import Metrics, MetricsServer
 from .models import sync_state
@@ -149,13 +149,8 @@ class SourceWorker:
     @contextmanager
     def _reading(self, what: str) -> Iterator[Connection]:
         """A connection for a small read; driver errors become StoreError (one log line)."""
-        try:
-            with self.store.engine.connect() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            text = " ".join(str(orig).split())[:300]
-            raise StoreError(f"database error while {what}: {text}") from exc
+        with translated(f"database error while {what}"), self.store.engine.connect() as conn:
+            yield conn
 
     def _reconcile_due(self) -> bool:
         with self._reading("checking whether a reconcile is due") as conn:

@@ -5,6 +5,8 @@ Only `cli` and `daemon` call `make_engine`; the rest receive an engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -96,31 +98,39 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+@contextmanager
+def translated(what: str, *also: type[Exception]) -> Iterator[None]:
+    """Driver errors within become a one-line StoreError: `what`, then the driver's words.
+
+    The one place they are translated; the SQL statement and its parameters (which may hold
+    user data) are left out.
+    """
+    caught: tuple[type[Exception], ...] = (SQLAlchemyError, *also)
+    try:
+        yield
+    except caught as exc:
+        orig = getattr(exc, "orig", None) or exc
+        raise StoreError(f"{what}: {' '.join(str(orig).split())[:300]}") from exc
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the schema to `revision`."""
-    try:
+    with translated(f"migration failed on {safe_url(engine)}"):
         command.upgrade(alembic_config(engine), revision)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"migration failed on {safe_url(engine)}: {_short(exc)}") from exc
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     """Downgrade the schema to `revision`."""
-    try:
+    with translated(f"downgrade failed on {safe_url(engine)}"):
         command.downgrade(alembic_config(engine), revision)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"downgrade failed on {safe_url(engine)}: {_short(exc)}") from exc
 
 
 def schema_revision(engine: Engine) -> tuple[str | None, str]:
     """(current revision of the database, head revision of the scripts)."""
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     assert head is not None
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot reach the database {safe_url(engine)}: {_short(exc)}") from exc
+    with translated(f"cannot reach the database {safe_url(engine)}"), engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
     return current, head
 
 
@@ -132,10 +142,3 @@ def require_head(engine: Engine) -> None:
         raise SchemaError(
             f"the database schema is {state}, not at {head}: run `ingester migrate` first"
         )
-
-
-def _short(exc: BaseException) -> str:
-    """A driver error as one line, without the SQL statement and parameters."""
-    orig = getattr(exc, "orig", None) or exc
-    text = " ".join(str(orig).split())
-    return text[:300]

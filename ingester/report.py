@@ -19,10 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from . import charts
-from .errors import ConfigError, StoreError
+from .database import translated
+from .errors import ConfigError
 from .models import UTCDateTime, sync_errors, sync_runs
 
 
@@ -102,43 +102,39 @@ def collect(
         return sa.and_(sa.true(), *where, *([view.c.source == source] if source else []))
 
     d, t, f, h = DAILY.c, TIMINGS.c, FAILURES.c, HEALTH.c
-    try:
-        with engine.connect() as conn:
-            daily = conn.execute(sa.select(DAILY).where(only(DAILY, d.day >= first_day))).all()
-            times = conn.execute(
-                sa.select(t.model, t.size, t.render_s).where(
-                    only(
-                        TIMINGS,
-                        t.status == "completed",
-                        t.render_s.is_not(None),
-                        t.created_at >= since,
-                    )
+    with translated("cannot read the mirror"), engine.connect() as conn:
+        daily = conn.execute(sa.select(DAILY).where(only(DAILY, d.day >= first_day))).all()
+        times = conn.execute(
+            sa.select(t.model, t.size, t.render_s).where(
+                only(
+                    TIMINGS,
+                    t.status == "completed",
+                    t.render_s.is_not(None),
+                    t.created_at >= since,
                 )
-            ).all()
-            failures = conn.execute(
-                sa.select(FAILURES).where(only(FAILURES, f.last_seen_at >= since))
-            ).mappings()
-            failures_ = sorted(
-                map(dict, failures), key=lambda r: (-r["failures"], str(r["error_code"]))
             )
-            health = [
-                dict(r)
-                for r in conn.execute(
-                    sa.select(HEALTH).where(only(HEALTH)).order_by(h.source)
-                ).mappings()
-            ]
-            day_ago = now - timedelta(hours=24)
-            r, e = sync_runs.c, sync_errors.c
-            runs = conn.execute(
-                sa.select(r.started_at, r.outcome).where(only(sync_runs, r.started_at >= day_ago))
-            ).all()
-            errors = conn.execute(
-                sa.select(e.occurred_at).where(only(sync_errors, e.occurred_at >= day_ago))
-            ).scalars()
-            errors_ = list(errors)
-    except SQLAlchemyError as exc:
-        orig = getattr(exc, "orig", None) or exc
-        raise StoreError(f"cannot read the mirror: {' '.join(str(orig).split())[:300]}") from exc
+        ).all()
+        failures = conn.execute(
+            sa.select(FAILURES).where(only(FAILURES, f.last_seen_at >= since))
+        ).mappings()
+        failures_ = sorted(
+            map(dict, failures), key=lambda r: (-r["failures"], str(r["error_code"]))
+        )
+        health = [
+            dict(r)
+            for r in conn.execute(
+                sa.select(HEALTH).where(only(HEALTH)).order_by(h.source)
+            ).mappings()
+        ]
+        day_ago = now - timedelta(hours=24)
+        r, e = sync_runs.c, sync_errors.c
+        runs = conn.execute(
+            sa.select(r.started_at, r.outcome).where(only(sync_runs, r.started_at >= day_ago))
+        ).all()
+        errors = conn.execute(
+            sa.select(e.occurred_at).where(only(sync_errors, e.occurred_at >= day_ago))
+        ).scalars()
+        errors_ = list(errors)
     return ReportData(
         now,
         source,

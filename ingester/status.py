@@ -7,9 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import StoreError
+from .database import translated
 from .models import sync_errors, sync_runs, sync_state, video_jobs
 
 
@@ -19,48 +18,44 @@ def collect(
     """A JSON-ready snapshot of the mirror, for one source or all of them."""
     j, r, e, s = video_jobs.c, sync_runs.c, sync_errors.c, sync_state.c
     only = (lambda col: col == source) if source else (lambda col: sa.true())
-    try:
-        with engine.connect() as conn:
-            states = conn.execute(sa.select(sync_state).where(only(s.source))).mappings().all()
-            by_status = conn.execute(
-                sa.select(j.source, j.status, sa.func.count())
-                .where(only(j.source))
-                .group_by(j.source, j.status)
-                .order_by(j.source, j.status)
-            ).all()
-            missing = conn.execute(
-                sa.select(sa.func.count()).where(only(j.source), j.missing_since.is_not(None))
-            ).scalar_one()
-            last_runs = (
-                conn.execute(
-                    sa.select(sync_runs).where(only(r.source)).order_by(r.id.desc()).limit(runs)
-                )
-                .mappings()
-                .all()
+    with translated("cannot read the mirror"), engine.connect() as conn:
+        states = conn.execute(sa.select(sync_state).where(only(s.source))).mappings().all()
+        by_status = conn.execute(
+            sa.select(j.source, j.status, sa.func.count())
+            .where(only(j.source))
+            .group_by(j.source, j.status)
+            .order_by(j.source, j.status)
+        ).all()
+        missing = conn.execute(
+            sa.select(sa.func.count()).where(only(j.source), j.missing_since.is_not(None))
+        ).scalar_one()
+        last_runs = (
+            conn.execute(
+                sa.select(sync_runs).where(only(r.source)).order_by(r.id.desc()).limit(runs)
             )
-            last_errors = (
-                conn.execute(
-                    sa.select(
-                        e.id,
-                        e.run_id,
-                        e.source,
-                        e.occurred_at,
-                        e.stage,
-                        e.http_status,
-                        e.request_id,
-                        e.video_id,
-                        e.message,
-                    )
-                    .where(only(e.source))
-                    .order_by(e.id.desc())
-                    .limit(errors)
+            .mappings()
+            .all()
+        )
+        last_errors = (
+            conn.execute(
+                sa.select(
+                    e.id,
+                    e.run_id,
+                    e.source,
+                    e.occurred_at,
+                    e.stage,
+                    e.http_status,
+                    e.request_id,
+                    e.video_id,
+                    e.message,
                 )
-                .mappings()
-                .all()
+                .where(only(e.source))
+                .order_by(e.id.desc())
+                .limit(errors)
             )
-    except SQLAlchemyError as exc:
-        orig = getattr(exc, "orig", None) or exc
-        raise StoreError(f"cannot read the mirror: {' '.join(str(orig).split())[:300]}") from exc
+            .mappings()
+            .all()
+        )
     return {
         "sources": [_plain(dict(row)) for row in states],
         "jobs": {

@@ -7,6 +7,7 @@ statement and its parameters left out (they may hold user data).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -21,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .errors import LeaseBusyError, StoreError
+from .database import translated
+from .errors import LeaseBusyError
 from .models import sync_errors, sync_runs, sync_state, video_job_transitions, video_jobs
 from .protocols import (
     ErrorEvent,
@@ -71,13 +73,10 @@ class SqlStore:
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except (SQLAlchemyError, self._driver_error) as exc:  # the driver's own: COPY
-            orig = getattr(exc, "orig", None) or exc
-            text = " ".join(str(orig).split())[:300]
-            raise StoreError(f"database error while {what}: {text}") from exc
+        # (the driver's own errors too: COPY goes to the driver directly)
+        error = f"database error while {what}"
+        with translated(error, self._driver_error), self.engine.begin() as conn:
+            yield conn
 
     # --- lease -------------------------------------------------------------------------------
 
@@ -149,13 +148,8 @@ class SqlStore:
             exists = conn.execute(sa.select(_state.source).where(_state.source == source)).first()
         if exists:
             return
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.insert(sync_state).values(source=source, updated_at=now))
-        except IntegrityError:
-            pass  # another process created it first
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error while creating the sync state: {exc}") from exc
+        with contextlib.suppress(IntegrityError), self._tx("creating the sync state") as conn:
+            conn.execute(sa.insert(sync_state).values(source=source, updated_at=now))
 
     # --- state -------------------------------------------------------------------------------
 
