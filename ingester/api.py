@@ -20,7 +20,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -200,20 +200,6 @@ class VideosClient:
         # never kept in any text: the key, and header values long enough to be tokens
         self._secrets = sorted({key, *(v for v in headers.values() if len(v) >= 8)} - {""})
         self._timeout = (source.connect_timeout_s, source.timeout_s)
-        # `Session.request` merges the session's headers, auth and hooks into a new request and
-        # reads the environment (proxies, CA bundle) on every call: ~0.35 ms of Python a
-        # request, on the critical path of a latency-bound scan. Both are done once here; each
-        # request is a copy of this template with its own URL (see `_prepare`).
-        self._template = self._session.prepare_request(
-            requests.Request("GET", self._base, auth=self._auth)
-        )
-        env = self._session.merge_environment_settings(self._base, {}, None, None, None)
-        self._proxies: dict[str, str] = dict(env["proxies"])
-        self._cert: str | tuple[str, str] | None = env["cert"]
-        # without TLS anywhere (plain HTTP, no proxy that may be HTTPS), a CA bundle path
-        # (REQUESTS_CA_BUNDLE) would only cost a stat() a request
-        tls = self._base.lower().startswith("https:") or bool(self._proxies)
-        self._verify: bool | str | None = env["verify"] if tls else True
         # a retry's wait is its turn in the budget: back-off, any pause, the rate
         self._policy = retry_policy(
             source.max_retries, source.max_retry_wait_s, self._budget.acquire
@@ -299,10 +285,9 @@ class VideosClient:
         self.requests += 1
         started, resp = self._clock(), None
         try:
-            resp = self._session.send(
-                self._prepare(url, params), timeout=self._timeout, stream=True,
+            resp = self._session.get(
+                url, params=params, auth=self._auth, timeout=self._timeout, stream=True,
                 allow_redirects=False,  # a redirect would carry the key elsewhere
-                proxies=self._proxies, verify=self._verify, cert=self._cert,
             )  # fmt: skip
             self.last_request_id = resp.headers.get("x-request-id") or self.last_request_id
             self._note_rate_limit(resp.headers)
@@ -333,14 +318,6 @@ class VideosClient:
             self._budget.pause(min(wait or 1.0, self.source.max_retry_wait_s))
         error = self._fail(TransientApiError, "http", _describe(reply, what), reply, vid, note)
         raise RetryableAttempt(error, wait)
-
-    def _prepare(self, url: str, params: dict[str, str]) -> requests.PreparedRequest:
-        """What `Session.prepare_request` makes of a GET of `url?params`, made cheaply."""
-        prepared = self._template.copy()
-        prepared.url = f"{url}?{urlencode(params)}" if params else url
-        if self._session.cookies:  # what the provider set since (e.g. a CDN's session cookie)
-            prepared.prepare_cookies(self._session.cookies)
-        return prepared
 
     def _read(self, resp: requests.Response) -> bytes:
         declared = resp.headers.get("content-length", "")
