@@ -84,7 +84,6 @@ video_jobs = sa.Table(
     sa.Index(None, "created_at"),
     sa.Index(None, "model"),
     sa.Index(None, "source", "status"),
-    sa.Index(None, "source", "last_seen_at"),
     sa.Index(None, "remixed_from_video_id"),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",

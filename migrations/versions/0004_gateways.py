@@ -8,7 +8,8 @@ Create Date: 2026-11-26 14:00:00.000000
 listed; a complete scan marks missing only jobs created between them, so a provider that
 lists a window or forgets old jobs never gets those marked; `scan_filtered`: a page held
 fewer jobs than its cursor covered (a gateway hiding jobs the key does not own), so the scan
-marks nothing. `list_mode` is NULL while the
+marks nothing. The index on (`source`, `last_seen_at`) goes: a full scan touched it for
+every job it saw, and nothing needs it. `list_mode` is NULL while the
 list pages as asked, `head-only` once a page proved the provider ignores `after`, `order` or
 `limit` (a gateway), with the reason in plain words and since when.
 """
@@ -42,9 +43,13 @@ def upgrade() -> None:
     """Upgrade."""
     for name, kind in COLUMNS:
         op.add_column("sync_state", sa.Column(name, kind))
+    # Every job a full scan sees has its `last_seen_at` touched, and this index with it; the
+    # two queries that read `last_seen_at` (the end of a scan) walk `created_at` instead.
+    op.drop_index("ix_video_jobs_source_last_seen_at", table_name="video_jobs")
 
 
 def downgrade() -> None:
     """Downgrade (plain DROP COLUMN, as in 0003)."""
+    op.create_index("ix_video_jobs_source_last_seen_at", "video_jobs", ["source", "last_seen_at"])
     for name, _kind in reversed(COLUMNS):
         op.drop_column("sync_state", name)
