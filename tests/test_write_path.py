@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from ingester.bulk import timestamp_encoder
 from ingester.models import UTCDateTime, video_job_transitions, video_jobs
 from ingester.protocols import PageWrite, RunCounts, Transition
 from ingester.records import VideoRecord, clean, parse_video
-from ingester.store import SqlStore, timestamp_encoder
+from ingester.store import SqlStore
 from tests.fakes import job
 
 SCALARS = st.one_of(
