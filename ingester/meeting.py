@@ -15,23 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from .protocols import Order, PageWrite
-
-
-class Dated(Protocol):
-    """What the edges look at in a job."""
-
-    @property
-    def id(self) -> str:
-        """The job id."""
-        ...
-
-    @property
-    def created_at(self) -> datetime:
-        """When the provider created it."""
-        ...
+from .records import VideoRecord
 
 
 @dataclass
@@ -42,7 +28,7 @@ class Edge:
     at: datetime | None = None
     ids: set[str] = field(default_factory=set)
 
-    def reach(self, jobs: Sequence[Dated]) -> None:
+    def reach(self, jobs: Sequence[VideoRecord]) -> None:
         """Account for a page this chain has read (and is committing)."""
         for job in jobs:
             created = job.created_at
@@ -51,7 +37,7 @@ class Edge:
             elif created == self.at:
                 self.ids.add(job.id)
 
-    def covers(self, job: Dated) -> bool:
+    def covers(self, job: VideoRecord) -> bool:
         """True when this chain has certainly read (and committed) `job` already."""
         if self.at is None:
             return False

@@ -24,31 +24,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 from .protocols import Order, Page, PageSource
-from .records import ParsedPage, parse_items
+from .records import ParsedPage, VideoRecord, parse_items
 
 ProblemKind = Literal["cursor", "paging"]
-
-
-class Dated(Protocol):
-    """What the checks look at in a job."""
-
-    @property
-    def id(self) -> str:
-        """The job id (the upstream id)."""
-        ...
-
-    @property
-    def listed_id(self) -> str:
-        """The id as the provider listed it (a gateway may wrap it)."""
-        ...
-
-    @property
-    def created_at(self) -> datetime:
-        """When the provider created it."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +55,7 @@ class Chain:
     problem: Problem | None = None
     _cursors: set[str] = field(default_factory=set)
 
-    def update(self, page: Page, jobs: Sequence[Dated]) -> None:
+    def update(self, page: Page, jobs: Sequence[VideoRecord]) -> None:
         """Check `page` (whose valid jobs are `jobs`, in list order) and move the cursor."""
         self.pages += 1
         self.problem = self._check(page, jobs)
@@ -101,7 +82,7 @@ class Chain:
         self.after = page.last_id
         self.floor = None
 
-    def _check(self, page: Page, jobs: Sequence[Dated]) -> Problem | None:
+    def _check(self, page: Page, jobs: Sequence[VideoRecord]) -> Problem | None:
         if len(page.items) > self.limit:
             return Problem(
                 "paging", f"asked for {self.limit} jobs, got {len(page.items)} (`limit` ignored)"

@@ -8,6 +8,7 @@ statement and its parameters left out (they may hold user data).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -52,6 +53,12 @@ _CHECKPOINTS = (
     "scan_filtered",
 )
 
+# the sync_state columns SourceState holds as they are
+_STATE_FIELDS = {f.name for f in dataclasses.fields(SourceState)} - {
+    "cursor_missing",
+    "cursor_after",
+    "reported_statuses",
+}
 _NO_SCAN: dict[str, Any] = dict.fromkeys(
     ("scan_kind", "scan_run_id", "scan_started_at", "scan_since", "scan_until", *_CHECKPOINTS)
 )
@@ -166,27 +173,12 @@ class SqlStore:
                     missing = job.missing_since is not None
                     given = job.raw.get("id") if isinstance(job.raw, dict) else None
                     listed = given if isinstance(given, str) else row.cursor_id
+        columns = {k: v for k, v in row._mapping.items() if k in _STATE_FIELDS}
         return SourceState(
-            cursor_id=row.cursor_id,
-            cursor_created_at=row.cursor_created_at,
+            **columns,
             cursor_missing=missing,
             cursor_after=listed,
-            scan_kind=row.scan_kind,
-            scan_run_id=row.scan_run_id,
-            scan_started_at=row.scan_started_at,
-            scan_after_id=row.scan_after_id,
-            scan_since=row.scan_since,
-            scan_until=row.scan_until,
             reported_statuses=frozenset(row.reported_statuses or ()),
-            scan_desc_after_id=row.scan_desc_after_id,
-            scan_asc_created_at=row.scan_asc_created_at,
-            scan_desc_created_at=row.scan_desc_created_at,
-            scan_oldest_at=row.scan_oldest_at,
-            scan_newest_at=row.scan_newest_at,
-            scan_filtered=row.scan_filtered,
-            list_mode=row.list_mode,
-            list_mode_reason=row.list_mode_reason,
-            last_success_at=row.last_success_at,
         )
 
     # --- runs and errors ---------------------------------------------------------------------
