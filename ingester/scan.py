@@ -152,6 +152,9 @@ class Scanner:
                 run.counts.pages += 1
                 if f.problem is not None:
                     return f.problem
+                if f.ended and f.page.has_more and not past:  # the list did not say it ended
+                    return Problem("paging", "has_more is true but last_id is null, so the end "
+                                   "of the list is not proven")  # fmt: skip
                 if past or f.ended or (other is not None and met(*both)) or self.stop(run):
                     return None
         return None

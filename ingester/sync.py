@@ -116,11 +116,11 @@ class Syncer:
             problem = self._recover(run, state, "the cursor job is marked missing")
         else:
             problem = self._forward(run, state)
-        if problem is not None:
+        if run.stopped:
+            return
+        if problem is not None or run.head_only:
             self._head_only(run, state, problem)
-        elif run.head_only:
-            self._head_only(run, state, None)
-        elif not run.stopped:
+        else:
             self._refresh_stale(run)
 
     def _forward(self, run: Run, state: SourceState) -> Problem | None:
@@ -198,8 +198,9 @@ class Syncer:
         page = self.source.list_page(after=None, order="desc", limit=self.settings.page_size)
         records = self.writer.report(page, parse_items(page.items))
         write = self.writer.new_write(run, checked=[r.id for r in records])  # read just now
-        self.writer.page(run, records, write, items=len(page.items))
+        holds = self.writer.page(run, records, write, items=len(page.items))
         run.counts.pages += 1
+        run.open_jobs = run.open_jobs or any(holds)
         n = len(page.items)
         if problem is not None:
             reason = (f"this gateway ignores pagination ({problem.message}): only its newest "
