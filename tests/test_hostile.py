@@ -3,22 +3,29 @@
 Item level (an in-memory page source, for speed): pages of good items (odd but valid: unknown
 enum values, huge and unicode/NUL/surrogate prompts, ids in odd shapes, extra keys, numbers
 where strings are expected) and bad items (missing fields, wrong types, out-of-range values,
-too deep), duplicate ids inside a page, `has_more` true with empty `data`, `last_id` null, and
-pages that repeat an earlier `last_id`. Which items are good is known by construction, never
-asked of the code under test. Properties: the pass ends as the documented rules say (a repeat
-stops it with PaginationLoopError, nothing loops), every good item is stored exactly as the
-last good copy said (NUL and lone surrogates as U+FFFD), every bad item is one `sync_errors`
-row with its page's request id and a truncated payload, and the audit trail is consistent.
-SQLite gets the most examples; PostgreSQL and MariaDB fewer.
+too deep), duplicate ids inside a page, `has_more` true with empty `data`, `last_id` null,
+pages that repeat an earlier `last_id` or give an odd one, and pages over the `limit`. Most
+scripts list their jobs in `created_at` order, some deliberately out of it. Which items are
+good, and which page breaks which paging check, is known by construction, never asked of the
+code under test. Properties: the pass succeeds, asking exactly for the pages the rules say
+(nothing loops); head-only mode is entered exactly when the script breaks a check, with one
+`sync_errors` row, the head read once more and every other open job re-read by id; every
+good item is stored exactly as its last good copy said (NUL and lone surrogates as U+FFFD);
+every bad item is one `sync_errors` row with its page's request id and a truncated payload;
+the audit trail is consistent; the cursor is exactly where the verified pages put it (never
+past an open job, never over a page that failed a check). SQLite gets the most examples;
+PostgreSQL and MariaDB fewer.
 
 Body level (the simulator and the real client): non-JSON, truncated, wrongly shaped, too deep
 and enormous bodies are decode errors with their request id; the pages before are kept, the
-read is capped, and the next pass carries on. A provider that repeats a page forever is
-stopped, by the library and by the `ingester sync` command.
+read is capped, and the next pass carries on. A provider that repeats a page forever sends
+the source to head-only mode after a bounded number of requests, in the library and in the
+`ingester sync` command, which exits 0.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -37,7 +44,7 @@ from sqlalchemy.engine import Engine
 from ingester.api import VideosClient
 from ingester.config import Secret, SourceSettings
 from ingester.database import make_engine, migrate
-from ingester.errors import DecodeError, IngesterError, PaginationLoopError
+from ingester.errors import DecodeError, IngesterError
 from ingester.models import metadata, sync_errors, sync_runs, sync_state, video_jobs
 from ingester.protocols import ErrorBuffer, Order, Page
 from ingester.simulator import Fault, Simulator, World
@@ -50,7 +57,8 @@ from tests.proc import check_audit, clean_env, figures, run_cli
 KEY = "sk-hostile-test-0badc0de"
 MAX_TS = 253402300799
 TEXT_BYTES = 65_535
-TERMINAL = ("completed", "failed")
+LIMIT = 6  # the page size asked for; a script page of LIMIT + 1 items ignores it
+TERMINAL = ("completed", "failed", "cancelled")  # configured below: "COMPLETED" is open
 EXAMPLES = Counter[str]()
 SCALE = int(os.environ.get("INGESTER_HOSTILE_SCALE", "1"))  # more examples for a long hunt
 
@@ -66,8 +74,8 @@ ids = st.one_of(
     st.sampled_from(["a b", " lead", "ÉTÉ", "video/1?x=&y#", "\uff26\uff35\uff2c\uff2c",
                      "x" * 255, "0", "null"]),
 )  # fmt: skip
-statuses = st.one_of(
-    st.sampled_from(["queued", "in_progress", "completed", "failed"]),
+statuses = st.one_of(  # terminal first, the simplest: the cursor moves over a run of them
+    st.sampled_from(["completed", "queued", "failed", "in_progress"]),
     st.sampled_from(["processing", "cancelled", "COMPLETED", "✓", "in progress"]),
 )
 json_scalar = st.one_of(
@@ -149,21 +157,40 @@ def bad_items(draw: st.DrawFn, id_pool: list[str]) -> Any:
 
 @dataclass
 class Script:
-    """The pages a hostile provider serves, in order; bad items are marked by position."""
+    """The pages a hostile provider serves, in order; bad items are marked by position.
+
+    `ordered`: the good items were stamped with non-decreasing `created_at` in list order.
+    """
 
     pages: list[Page] = field(default_factory=list)
     bad: list[set[int]] = field(default_factory=list)
+    ordered: bool = True
+
+
+END = Page([], False, None, None, "req_hostile_end")  # what is served once the script is over
+
+
+def good_records(page: Page, bad: set[int]) -> list[tuple[str, Any]]:
+    """The page's good items under the id the mirror keys them by, in list order, one per id:
+    the later copy of an id takes the earlier's place (`records.parse_items`)."""
+    out: dict[str, Any] = {}
+    for j, item in enumerate(page.items):
+        if j not in bad:
+            out[expect_clean(item["id"])] = item  # a key already there keeps its place
+    return list(out.items())
 
 
 @st.composite
 def scripts(draw: st.DrawFn) -> Script:
-    """One to four pages of mixed items with odd envelopes."""
-    script, pool, last_ids = Script(), list[str](), list[str]()
+    """One to four pages of mixed items with odd envelopes, most in `created_at` order."""
+    script = Script(ordered=draw(st.integers(0, 4)) > 0)
+    pool, last_ids = list[str](), list[str]()
     n = draw(st.integers(1, 4))
     for i in range(n):
+        over = draw(st.sampled_from([False] * 15 + [True]))  # a page that ignores the limit
         items: list[Any] = []
         bad: set[int] = set()
-        for j in range(draw(st.integers(0, 6))):
+        for j in range(LIMIT + 1 if over else draw(st.integers(0, LIMIT))):
             if draw(st.integers(0, 3)) == 0:
                 items.append(draw(bad_items(pool)))
                 bad.add(j)
@@ -172,7 +199,9 @@ def scripts(draw: st.DrawFn) -> Script:
                 pool.append(items[-1]["id"])
         last_item = items[-1] if items and isinstance(items[-1], dict) else {}
         last = last_item.get("id") if isinstance(last_item.get("id"), str) else f"last_{i}"
-        shape = draw(st.sampled_from(["normal"] * 4 + ["null_last", "repeat", "odd_last"]))
+        shape = draw(
+            st.sampled_from(["normal"] * 4 + ["null_last", "repeat", "repeat", "odd_last"])
+        )
         if shape == "null_last":
             last = None
         elif shape == "repeat" and last_ids:
@@ -184,27 +213,53 @@ def scripts(draw: st.DrawFn) -> Script:
             last_ids.append(last)
         script.pages.append(Page(items, has_more, None, last, f"req_hostile_{i}"))
         script.bad.append(bad)
+    good = [item for page, bad in zip(script.pages, script.bad, strict=True)
+            for _, item in good_records(page, bad)]  # fmt: skip
+    if draw(st.booleans()):  # a history of finished jobs: the cursor has a long way to move
+        for item in good:
+            if draw(st.sampled_from([True] * 9 + [False])):
+                item["status"] = draw(st.sampled_from(TERMINAL))
+    if script.ordered:  # random stamps would break the order check on most pages of two jobs
+        stamps = draw(st.lists(timestamps, min_size=len(good), max_size=len(good)))
+        for item, at in zip(good, sorted(stamps), strict=True):
+            item["created_at"] = at
     return script
 
 
+def served(script: Script) -> Iterator[tuple[Page, set[int]]]:
+    """The pages in the order a provider serving the script gives them, whatever is asked."""
+    return itertools.chain(
+        zip(script.pages, script.bad, strict=True), itertools.repeat((END, set[int]()))
+    )
+
+
 class ScriptedSource:
-    """A PageSource that serves the script's pages in order, whatever `after` says."""
+    """A PageSource that serves the script's pages in order, whatever is asked; by id, the last
+    good copy it served of the job."""
 
     def __init__(self, script: Script) -> None:
-        self.pages = list(script.pages)
-        self.requests = 0
+        self.pages = served(script)
+        self.asks: list[tuple[str | None, Order]] = []
+        self.by_id: list[str] = []
+        self.latest: dict[str, Any] = {}
         self.retries = 0
 
+    @property
+    def requests(self) -> int:
+        """List and by-id requests so far."""
+        return len(self.asks) + len(self.by_id)
+
     def list_page(self, *, after: str | None, order: Order, limit: int) -> Page:
-        """The next page (an empty last page once the script is over)."""
-        self.requests += 1
-        if self.requests <= len(self.pages):
-            return self.pages[self.requests - 1]
-        return Page([], False, None, None, "req_hostile_end")
+        """The next page of the script (an empty last page once it is over)."""
+        self.asks.append((after, order))
+        page, bad = next(self.pages)
+        self.latest.update(good_records(page, bad))
+        return page
 
     def get_video(self, video_id: str) -> Any | None:
-        """Nothing is stale in one pass."""
-        raise AssertionError("no GET /videos/{id} expected")
+        """The job as last listed (only a head-only pass reads by id: nothing is stale yet)."""
+        self.by_id.append(video_id)
+        return self.latest[video_id]
 
 
 # --- the oracle ------------------------------------------------------------------------------
@@ -251,51 +306,93 @@ def expect_text(value: Any) -> str | None:
     return text.encode()[:TEXT_BYTES].decode("utf-8", "ignore")
 
 
+def second(item: Any) -> int:
+    """The second an item was created in (what the order checks compare)."""
+    return int(item["created_at"])
+
+
+def broken(
+    page: Page, records: list[tuple[str, Any]], after: str | None, last: int | None
+) -> str | None:
+    """The first paging check `page` fails, as a phrase of the reason given, or None.
+
+    `after`: the cursor it was asked with; `last`: the second of the last job listed before.
+    """
+    if len(page.items) > LIMIT:
+        return "`limit` ignored"
+    for i, (_, item) in enumerate(records):
+        if last is not None and second(item) < last:
+            return "goes back to" if i == 0 else "`order` ignored"
+        last = second(item)
+    if after is not None and after in dict(records):
+        return "holds that job"
+    return None
+
+
 @dataclass
 class Expected:
-    """What one pass over a script must leave behind."""
+    """What one pass over a script must do and leave behind."""
 
-    loop: bool = False
-    pages: int = 0
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    bad: list[str | None] = field(default_factory=list)
+    asks: list[tuple[str | None, Order]] = field(default_factory=list)
+    rows: dict[str, Any] = field(default_factory=dict)  # id: the last good copy served
+    bad: list[str | None] = field(default_factory=list)  # the request id of each bad item
     duplicates: int = 0
-    empty_more: int = 0
     null_last: int = 0
-    reappeared: bool = False
+    cursor: str | None = None
+    head_only: str | None = None  # a phrase of why, when a page breaks a paging check
+    head_request: str | None = None
+    by_id: list[str] = field(default_factory=list)  # open jobs re-read by id, sorted
 
 
 def expected(script: Script) -> Expected:
-    """Walk the script by the documented rules (DESIGN.md §1, §2.7)."""
-    out, seen = Expected(), set[str]()
-    pages = [*script.pages, Page([], False, None, None, "req_hostile_end")]
-    bads = [*script.bad, set()]
-    for page, bad in zip(pages, bads, strict=True):
-        out.pages += 1
-        in_page: set[str] = set()
-        for j, item in enumerate(page.items):
-            if j in bad:
-                out.bad.append(page.request_id)
-                continue
-            vid = expect_clean(item["id"])
-            if vid in in_page:
-                out.duplicates += 1
-            elif vid in out.rows:
-                out.reappeared = True
-            in_page.add(vid)
-            out.rows[vid] = item
-        if not page.has_more:
+    """Walk the script by the rules (DESIGN.md §1a, §3): page `asc` following `last_id` while
+    `has_more` (through empty pages), verifying every page; the first page that fails a check,
+    or repeats a cursor, ends the walk and sends the source to head-only mode."""
+    out, pages = Expected(), served(script)
+
+    def serve(after: str | None, order: Order) -> tuple[Page, list[tuple[str, Any]]]:
+        out.asks.append((after, order))
+        page, bad = next(pages)
+        records = good_records(page, bad)
+        out.bad += [page.request_id] * len(bad)
+        out.duplicates += len(page.items) - len(bad) - len(records)
+        out.null_last += page.has_more and page.last_id is None
+        out.rows.update(records)
+        return page, records
+
+    after: str | None = None
+    last: int | None = None
+    cursors: set[str] = set()
+    verified: list[tuple[str, Any]] = []  # the jobs of the pages that passed every check
+    while True:
+        page, records = serve(after, "asc")
+        out.head_only = broken(page, records, after, last)
+        if out.head_only is not None:
             break
-        if page.last_id is None:
-            out.null_last += 1
+        if records:
+            last = second(records[-1][1])
+        if not page.has_more or page.last_id is None:
+            verified += records
             break
-        if not page.items:
-            out.empty_more += 1
+        if page.last_id in cursors:
+            out.head_only = "twice"
             break
-        if page.last_id in seen:
-            out.loop = True
+        verified += records
+        cursors.add(page.last_id)
+        after = page.last_id
+    assert not (script.ordered and out.head_only in ("goes back to", "`order` ignored"))
+    for vid, item in verified:  # the cursor moves over the front of jobs not holding it
+        if expect_clean(item["status"]) not in TERMINAL:
             break
-        seen.add(page.last_id)
+        out.cursor = vid
+    if out.head_only is not None:  # the head once more; every other open job by id
+        head, records = serve(None, "desc")
+        out.head_request = head.request_id
+        listed = dict(records)
+        still_open = [
+            v for v, item in out.rows.items() if expect_clean(item["status"]) not in TERMINAL
+        ]
+        out.by_id = sorted(v for v in still_open if v not in listed)
     return out
 
 
@@ -308,30 +405,35 @@ def empty(engine: Engine) -> None:
             conn.execute(table.delete())
 
 
+SETTINGS = SourceSettings(
+    name="hostile", base_url="https://hostile.test/v1", page_size=LIMIT,
+    open_statuses=("queued", "in_progress"), terminal_statuses=TERMINAL,
+)  # fmt: skip
+REASONS = Counter[str]()
+
+
 def check_script(engine: Engine, script: Script) -> None:
     """Run one pass over the script on an empty mirror and check every property."""
     empty(engine)
     want = expected(script)
     source = ScriptedSource(script)
-    syncer = Syncer(
-        SourceSettings(name="hostile", base_url="https://hostile.test/v1", page_size=6),
-        source, SqlStore(engine), owner="hostile-test",
-    )  # fmt: skip
-    try:
-        result = syncer.sync()
-        assert not want.loop, "a repeated last_id was followed"
-        assert result.outcome == "succeeded"
-    except PaginationLoopError:
-        assert want.loop, "a loop was reported where there is none"
-    assert source.requests <= want.pages + 1, "more pages were asked for than served"
+    syncer = Syncer(SETTINGS, source, SqlStore(engine), owner="hostile-test")
+    result = syncer.sync()
+    assert result.outcome == "succeeded"
+    assert source.asks == want.asks, "other pages were asked for than the rules say"
+    assert sorted(source.by_id) == want.by_id, "open jobs not re-read by id exactly once"
+    if want.head_only is None:
+        assert result.head_only is None, result.head_only
+    else:
+        assert want.head_only in (result.head_only or ""), (want.head_only, result.head_only)
     with engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(sa.select(video_jobs))}
         errs = conn.execute(sa.select(sync_errors)).all()
         run = conn.execute(sa.select(sync_runs)).one()
-        cursor = conn.execute(sa.select(sync_state.c.cursor_id)).scalar()
-    assert run.outcome == ("failed" if want.loop else "succeeded"), run.error
-    if want.loop:
-        assert "twice" in (run.error or "")
+        state = conn.execute(sa.select(sync_state.c.cursor_id, sync_state.c.list_mode)).one()
+    assert run.outcome == "succeeded" and run.error is None
+    assert state.cursor_id == want.cursor, "the cursor is not where the verified pages put it"
+    assert state.list_mode == (None if want.head_only is None else "head-only")
     assert set(rows) == set(want.rows), "stored ids differ from the good ones"
     for vid, item in want.rows.items():
         row = rows[vid]
@@ -346,14 +448,13 @@ def check_script(engine: Engine, script: Script) -> None:
     malformed = [e for e in errs if e.message.startswith("malformed item")]
     assert sorted(e.request_id for e in malformed) == sorted(want.bad)  # type: ignore[type-var]
     assert all(e.stage == "validate" and e.payload and len(e.payload) < 2100 for e in malformed)
-    dups = [e for e in errs if e.message.startswith("duplicate id")]
-    assert len(dups) == want.duplicates
-    assert len([e for e in errs if "empty page" in e.message]) == want.empty_more
+    assert len([e for e in errs if e.message.startswith("duplicate id")]) == want.duplicates
     assert len([e for e in errs if "last_id is null" in e.message]) == want.null_last
-    if not want.reappeared:  # a job listed twice may have gone back to open meanwhile
-        assert cursor is None or rows[cursor].status in TERMINAL
+    said = [e.request_id for e in errs if "head-only mode from now on" in e.message]
+    assert said == ([] if want.head_only is None else [want.head_request])
     check_audit(engine)
     EXAMPLES[engine.dialect.name] += 1
+    REASONS[want.head_only or "paged"] += 1
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -409,14 +510,17 @@ def test_known_hostile_items_on_every_backend(engine: Engine) -> None:
         {"id": "d", "status": "completed", "created_at": 7, "x": nest(21)},
         {"id": "h", "status": "completed", "created_at": 8, "x": "y" * 1_000_001},
     ]  # fmt: skip
-    items = [good[0], bad[0], good[1], bad[1], good[2], bad[2], good[3], bad[3]]
-    script = Script([Page(items, False, None, "h", "req_known")], [{1, 3, 5, 7}])
+    pages = [  # two pages, each within the limit
+        Page([good[0], bad[0], good[1], bad[1]], True, None, "p", "req_known_0"),
+        Page([good[2], bad[2], good[3], bad[3]], False, None, "h", "req_known_1"),
+    ]
+    script = Script(pages, [{1, 3}, {1, 3}])
     check_script(engine, script)
 
 
 def test_figures() -> None:
     """Record how many generated examples ran (after the Hypothesis tests, in file order)."""
-    figures("hostile", examples=dict(EXAMPLES))
+    figures("hostile", examples=dict(EXAMPLES), head_only=dict(REASONS))
 
 
 # --- whole bodies, through the simulator and the real client ---------------------------------
@@ -511,22 +615,55 @@ def test_random_bytes_never_crash_the_client(
     assert isinstance(page.items, list) and isinstance(page.has_more, bool)
 
 
-def test_a_page_repeated_forever_stops_the_command(world: World, tmp_path: Path) -> None:
+LOOP = envelope([{"id": "loop", "status": "completed", "created_at": 1_763_000_100}],
+               last_id="loop")  # fmt: skip
+
+
+def test_a_page_repeated_forever_sends_the_source_to_head_only(
+    world: World, sqlite_engine: Engine
+) -> None:
+    """Every page after the first is the same: the pass stops at the repeat and succeeds."""
+    empty(sqlite_engine)
+    with Simulator(world, api_key=KEY) as sim:
+        sim.faults.push(Fault.raw(LOOP), count=10_000, path_contains="after=")
+        syncer, _ = client_pass(sim, sqlite_engine)
+        first = syncer.sync()
+        served = sim.request_count
+        again = syncer.sync()
+        served_again = sim.request_count - served
+        asks = [r.query for r in sim.requests]
+    assert first.outcome == again.outcome == "succeeded"
+    assert first.head_only is not None and "holds that job" in first.head_only
+    assert again.head_only == first.head_only
+    # pages 1-3 asc (the third repeats the second), then the head once; not 10,000
+    assert served == 4 and asks[3] == {"limit": "10", "order": "desc"}, asks
+    assert served_again == 1  # head-only from now on: the head alone, nothing is open
+    assert sim.faults.pending == 10_000 - 2
+    with sqlite_engine.connect() as conn:
+        ids = set(conn.execute(sa.select(video_jobs.c.id)).scalars())
+        cursor = conn.execute(sa.select(sync_state.c.cursor_id)).scalar_one()
+    truth = [job["id"] for job in world.truth()]
+    assert ids == {*truth[:10], "loop", *truth[-10:]}  # the first page, the repeat, the head
+    assert cursor == "loop"  # over the two verified pages, not the one that failed
+
+
+def test_a_page_repeated_forever_through_the_command(world: World, tmp_path: Path) -> None:
+    """`ingester sync`, twice: exit 0 in head-only mode, one line saying so, few requests."""
     url = f"sqlite:///{tmp_path / 'm.db'}"
     migrate(make_engine(url))
-    same = envelope([{"id": "loop", "status": "completed", "created_at": 1_763_000_100}],
-                    last_id="loop")  # fmt: skip
     with Simulator(world, api_key=KEY) as sim:
-        sim.faults.push(Fault.raw(same), count=10_000, path_contains="after=")
+        sim.faults.push(Fault.raw(LOOP), count=10_000, path_contains="after=")
         env = clean_env(INGESTER_DATABASE_URL=url, OPENAI_API_KEY=KEY,
                         OPENAI_BASE_URL=sim.base_url, INGESTER_PAGE_SIZE="10")  # fmt: skip
-        done = run_cli("sync", env=env, timeout=60)
+        done = [run_cli("sync", env=env, timeout=60) for _ in range(2)]
         served = sim.request_count
-    assert done.returncode == 1, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "twice" in lines[0] and "Traceback" not in done.stderr
-    assert served <= 6  # 3 pages + 2 repeats (+ one prefetched), not 10,000
-    assert sim.faults.pending > 9_000
+    for d in done:
+        assert d.returncode == 0, d.stderr
+        assert "Traceback" not in d.stderr
+        said = [line for line in d.stdout.splitlines() if line.startswith("head-only mode:")]
+        assert len(said) == 1 and "ignores pagination" in said[0], d.stdout
+    assert served == 4 + 1  # 3 pages and the head, then the head alone; not 10,000
+    assert sim.faults.pending == 10_000 - 2
 
 
 def test_hostile_world_through_the_command(tmp_path: Path) -> None:
