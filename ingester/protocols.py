@@ -88,7 +88,8 @@ class SourceState:
     cursor_id: str | None = None
     cursor_created_at: datetime | None = None
     cursor_missing: bool = False
-    cursor_after: str | None = None  # the cursor job's id as the provider listed it
+    cursor_after: str | None = None  # what to send as `after`: the cursor job as listed, or
+    # the provider's cursor of a page past it that held no job of this key
     scan_kind: str | None = None
     scan_run_id: int | None = None
     scan_started_at: datetime | None = None
@@ -160,6 +161,7 @@ class PageWrite:
     transitions: list[Transition] = field(default_factory=list)
     errors: list[ErrorEvent] = field(default_factory=list)
     cursor: tuple[str | None, datetime | None] | None = None
+    cursor_after: str | None = None  # with `cursor`: the provider's cursor past it, if any
     scan_after_id: str | None = None
     reported_statuses: frozenset[str] | None = None
     scan_asc_created_at: datetime | None = None

@@ -177,7 +177,7 @@ class SqlStore:
         return SourceState(
             **columns,
             cursor_missing=missing,
-            cursor_after=listed,
+            cursor_after=row.cursor_after or listed,
             reported_statuses=frozenset(row.reported_statuses or ()),
         )
 
@@ -239,6 +239,7 @@ class SqlStore:
         for batch in batches:
             if batch.cursor is not None:
                 state_values["cursor_id"], state_values["cursor_created_at"] = batch.cursor
+                state_values["cursor_after"] = batch.cursor_after
             for key in _CHECKPOINTS:
                 value = getattr(batch, key)
                 if value is not None:
@@ -417,7 +418,7 @@ class SqlStore:
             conn.execute(
                 sa.update(sync_state)
                 .where(_state.source == source)
-                .values(cursor_id=row.id, cursor_created_at=row.created_at)
+                .values(cursor_id=row.id, cursor_created_at=row.created_at, cursor_after=None)
             )
             return row.id, row.created_at
 

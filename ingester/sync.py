@@ -139,6 +139,7 @@ class Syncer:
                         self.writer.new_write(run),
                         items=len(f.page.items),
                         watermark=wm if verified else None,
+                        end=f.page.last_id,
                     )
                     run.counts.pages += 1
                     run.open_jobs = run.open_jobs or wm.held

@@ -38,6 +38,7 @@ class _Staged:
     watermark: Watermark | None
     touch: bool
     skipped: list[bool] | None
+    end: str | None  # the page's own cursor, when the watermark may pass the whole page
     holds: list[bool] = field(default_factory=list)
 
 
@@ -96,22 +97,25 @@ class PageWriter:
         watermark: Watermark | None = None,
         touch: bool = False,
         skip: Callable[[VideoRecord], bool] | None = None,
+        end: str | None = None,
     ) -> list[bool]:
         """Stage a page of `records`, to be diffed into `write` when its group commits.
 
         Returns whether each job holds the cursor once the page is diffed: at once with
         `group=1`, else an empty list. `skip`: jobs already written by this pass (the other
-        chain of a scan), decided now.
+        chain of a scan), decided now. `end`: the page's `last_id`; when the watermark passes
+        every job of the page, the next pass asks from there (so pages that held no job of
+        this key, on a filtering gateway, are not walked again).
         """
         skipped = [skip(r) for r in records] if skip is not None else None
-        staged = _Staged(run, records, write, watermark, touch, skipped)
+        staged = _Staged(run, records, write, watermark, touch, skipped, end)
         run.counts.items += items
         self._stage(staged)
         return staged.holds
 
     def stage(self, run: Run, write: PageWrite) -> None:
         """Stage a write without jobs (a cursor, checked or gone ids)."""
-        self._stage(_Staged(run, (), write, None, False, None))
+        self._stage(_Staged(run, (), write, None, False, None, None))
 
     def _stage(self, staged: _Staged) -> None:
         staged.write.errors = self.errors.drain()
@@ -158,9 +162,12 @@ class PageWriter:
             staged.holds.append(held)
             if watermark is not None:
                 watermark.see(rec.id, rec.created_at, held)
-        if watermark is not None and watermark.moved:
-            write.cursor = (watermark.cursor_id, watermark.cursor_created_at)
-            watermark.moved = False
+        if watermark is not None:
+            past = staged.end if watermark.advancing else None
+            if watermark.moved or past is not None:
+                write.cursor = (watermark.cursor_id, watermark.cursor_created_at)
+                write.cursor_after = past
+                watermark.moved = False
         c = staged.run.counts
         c.inserted += len(write.inserts)
         c.updated += len(write.updates)

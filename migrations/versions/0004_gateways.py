@@ -6,7 +6,8 @@ Create Date: 2026-11-26 14:00:00.000000
 
 `scan_oldest_at` / `scan_newest_at`: the oldest and newest job a pending full scan has
 listed; a complete scan marks missing only jobs created between them, so a provider that
-lists a window or forgets old jobs never gets those marked; `scan_filtered`: a page held
+lists a window or forgets old jobs never gets those marked; `cursor_after`: the provider's cursor to ask from when it is past the cursor job (pages
+that held none of the key's jobs). `scan_filtered`: a page held
 fewer jobs than its cursor covered (a gateway hiding jobs the key does not own), so the scan
 marks nothing. The index on (`source`, `last_seen_at`) goes: a full scan touched it for
 every job it saw, and nothing needs it. `list_mode` is NULL while the
@@ -30,6 +31,7 @@ depends_on: str | Sequence[str] | None = None
 # UTC timestamps: timestamptz on PostgreSQL, microsecond DATETIME on MariaDB (as in 0001).
 TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 COLUMNS = (
+    ("cursor_after", sa.String(length=255)),
     ("scan_oldest_at", TS),
     ("scan_newest_at", TS),
     ("scan_filtered", sa.Boolean()),
