@@ -4,15 +4,18 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-26 14:00:00.000000
 
-`scan_oldest_at` / `scan_newest_at`: the oldest and newest job a pending full scan has
-listed; a complete scan marks missing only jobs created between them, so a provider that
-lists a window or forgets old jobs never gets those marked; `cursor_after`: the provider's cursor to ask from when it is past the cursor job (pages
-that held none of the key's jobs). `scan_filtered`: a page held
-fewer jobs than its cursor covered (a gateway hiding jobs the key does not own), so the scan
-marks nothing. The index on (`source`, `last_seen_at`) goes: a full scan touched it for
-every job it saw, and nothing needs it. `list_mode` is NULL while the
-list pages as asked, `head-only` once a page proved the provider ignores `after`, `order` or
-`limit` (a gateway), with the reason in plain words and since when.
+- `scan_oldest_at` / `scan_newest_at`: the oldest and newest job a pending full scan has
+  listed; a complete scan marks missing only jobs created between them, so a provider that
+  lists a window or forgets old jobs never gets those marked.
+- `scan_filtered`: a page held fewer jobs than its cursor covered (a gateway hiding jobs the
+  key does not own), so the scan marks nothing.
+- `cursor_after`: the provider's cursor to ask from when that is past the cursor job (pages
+  that held none of the key's jobs); NULL: after the cursor job as it was listed.
+- `list_mode`: NULL while the list pages as asked, `head-only` once a page proved the provider
+  ignores `after`, `order` or `limit` (a gateway), with the reason in plain words and since
+  when.
+- The index on (`source`, `last_seen_at`) goes: a full scan touched it for every job it saw,
+  and nothing needs it.
 """
 
 from __future__ import annotations
