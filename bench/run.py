@@ -347,12 +347,12 @@ def bench_peers(report: Report, work: Path) -> None:
             }
     sec.notes.append(
         "fetch floor: a plain `requests.Session` loop over the same pages, JSON decoded, "
-        "nothing else. ingester: `wiring.build_syncer` + `Syncer.backfill`, as "
-        "`ingester backfill`, in this process. dlt: 1.31, `rest_api` source with the JSON-cursor paginator "
-        "(`last_id` sent as `after`, stop on `has_more` false), merge on `id`, in a subprocess "
-        "of its own, timing `pipeline.run` (CPU includes its worker processes). Ratios: of the "
-        "medians, and (min-max) over the repetitions, each taken against the run beside it."
-        + ("" if has_dlt else " dlt is not installed: `pip install -e '.[bench]'`.")
+        "nothing else. ingester: `wiring.build_syncer` + `Syncer.backfill`, as `ingester "
+        "backfill`, in this process. dlt: 1.31, `rest_api` source with the JSON-cursor "
+        "paginator (`last_id` sent as `after`, stop on `has_more` false), merge on `id`, in a "
+        "subprocess of its own, timing `pipeline.run` (CPU includes its worker processes). "
+        "Ratios: of the medians, and (min-max) over the repetitions, each taken against the run"
+        " beside it." + ("" if has_dlt else " dlt is not installed: `pip install -e '.[bench]'`.")
     )
 
 
