@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .protocols import Order, PageWrite
-from .records import VideoRecord
+from .records import MAX_ID_LEN, VideoRecord
 
 
 @dataclass
@@ -46,7 +46,13 @@ class Edge:
         return job.created_at < self.at if self.order == "asc" else job.created_at > self.at
 
     def checkpoint(self, write: PageWrite, last_id: str | None) -> None:
-        """Put this chain's resume point into the page's write."""
+        """Put this chain's resume point into the page's write.
+
+        A cursor longer than a checkpoint column holds is not kept, nor the edge with it: a
+        resumed scan then goes on from the last checkpoint it could keep.
+        """
+        if last_id is not None and len(last_id) > MAX_ID_LEN:
+            return
         if self.order == "asc":
             write.scan_after_id, write.scan_asc_created_at = last_id, self.at
         else:

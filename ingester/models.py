@@ -160,7 +160,7 @@ sync_state = sa.Table(
     sa.Column("cursor_created_at", UTCDateTime()),
     # where to ask from when that is past the cursor job (0004): after pages that listed no
     # job of this key (a filtering gateway); NULL: after the cursor job, as it was listed
-    sa.Column("cursor_after", sa.String(ID_LEN)),
+    sa.Column("cursor_after", sa.Text),  # a provider's cursor: opaque, of any length
     sa.Column("lease_owner", sa.String(255)),
     sa.Column("lease_expires_at", UTCDateTime()),
     sa.Column("scan_kind", sa.String(16)),

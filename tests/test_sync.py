@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Engine
 from ingester.config import SourceSettings
 from ingester.errors import LeaseBusyError, NotServedError, PagingError
 from ingester.models import sync_errors, sync_runs, sync_state, video_job_transitions, video_jobs
+from ingester.protocols import Order, Page
 from ingester.store import SqlStore
 from ingester.sync import Syncer
 from tests.fakes import Clock, ListSource, job
@@ -350,3 +352,39 @@ def test_ids_differing_only_in_case_are_distinct_jobs(engine: Engine) -> None:
     src = ListSource([job(0, id="video_abc"), job(1, id="video_ABC")])
     make(src, engine).sync()
     assert set(jobs_by_id(engine)) == {"video_abc", "video_ABC"}
+
+
+class LongCursors(ListSource):
+    """A provider whose cursors are opaque tokens longer than any id column."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        super().__init__(jobs)
+        self.tokens: dict[str, str] = {}
+
+    def list_page(self, *, after: str | None, order: Order, limit: int) -> Page:
+        page = super().list_page(after=self.tokens.get(after or "", after), order=order,
+                                 limit=limit)  # fmt: skip
+        if page.last_id is None:
+            return page
+        token = "c" * 300 + page.last_id
+        self.tokens[token] = page.last_id
+        return replace(page, last_id=token)
+
+
+def test_cursors_longer_than_an_id_are_followed_and_kept(engine: Engine) -> None:
+    src = LongCursors([job(i) for i in range(45)])
+    syncer = make(src, engine)
+    assert syncer.sync().counts.inserted == 45
+    before = src.requests
+    assert syncer.sync().counts.inserted == 0 and src.requests - before == 1
+    assert state_row(engine).cursor_after == "c" * 300 + "video_000044"
+    stops = iter([False, False, True])
+    syncer.should_stop = lambda: next(stops, False)
+    assert syncer.backfill().outcome in ("interrupted", "succeeded")
+    syncer.should_stop = lambda: False
+    result = syncer.backfill()  # resumes from what it could keep; a token is no job id, so
+    assert result.outcome == "succeeded" and result.marked_missing == 0  # nothing is marked
+
+
+def state_row(engine: Engine) -> Any:
+    return rows(engine, sa.select(sync_state))[0]

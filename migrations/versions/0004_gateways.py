@@ -34,7 +34,7 @@ depends_on: str | Sequence[str] | None = None
 # UTC timestamps: timestamptz on PostgreSQL, microsecond DATETIME on MariaDB (as in 0001).
 TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 COLUMNS = (
-    ("cursor_after", sa.String(length=255)),
+    ("cursor_after", sa.Text()),
     ("scan_oldest_at", TS),
     ("scan_newest_at", TS),
     ("scan_filtered", sa.Boolean()),
