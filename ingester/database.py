@@ -55,9 +55,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")  # readers (status, SQL users) never block the writer
     cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes
     # A backfill inserts into random places of the id indexes: a 16 MiB page cache (default
-    # 2 MiB) and a checkpoint every ~40 MB of WAL (default ~4 MB) cut its writes. Per
-    # connection, and a scan has two (the commit thread's and the reads'): 64 MiB each let
-    # the peak RSS of a backfill of 1,000,000 jobs grow 1.22x over 100,000; 16 MiB, 1.07x.
+    # 2 MiB) and a checkpoint every ~40 MB of WAL (default ~4 MB) cut its writes. The cache
+    # is per connection and grows with the mirror: 16 MiB keeps the peak RSS of a backfill
+    # of 1,000,000 jobs within 1.02x of 100,000 (bench/README.md, section 4).
     cur.execute("PRAGMA cache_size=-16384")
     cur.execute("PRAGMA wal_autocheckpoint=10000")
     cur.execute("PRAGMA foreign_keys=ON")

@@ -215,12 +215,12 @@ def test_more_seeds_converge(backend: str, offset: int, tmp_path: Path) -> None:
         drop_database(admin, url)
 
 
-def test_a_failed_prefetched_page_is_one_error_row(sqlite_engine: Engine) -> None:
+def test_a_failed_page_read_ahead_is_one_error_row(sqlite_engine: Engine) -> None:
     """The page after the one being written fails first: its error is still recorded once."""
 
     class SlowStore(SqlStore):
         def snapshots(self, ids: list[str]) -> Any:
-            time.sleep(0.3)  # the prefetched request fails meanwhile
+            time.sleep(0.3)  # the request read ahead fails meanwhile
             return super().snapshots(ids)
 
     world = World(seed=1)
