@@ -254,8 +254,12 @@ class Store(Protocol):
         first_seen_before: datetime,
         checked_before: datetime,
         limit: int,
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Open jobs first seen before, and not re-read since, the times given: (id, raw)."""
+    ) -> list[str]:
+        """Open jobs first seen before, and not re-read since, the times given."""
+        ...
+
+    def raw_objects(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The mirrored `raw` of each of `ids` that is in the mirror."""
         ...
 
     def settle_cursor(

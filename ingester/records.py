@@ -162,6 +162,14 @@ class VideoRecord:
 _LITELLM = "video_bGl0ZWxs"  # "video_" + base64 of "litell…"
 
 
+# The documented keys of a video object: an answer without one of them is partial, and the
+# mirror keeps the value it has for what the answer left out (`diff.merged`).
+DOCUMENTED = frozenset({
+    "id", "object", "model", "status", "progress", "created_at", "completed_at", "expires_at",
+    "prompt", "size", "seconds", "remixed_from_video_id", "error",
+})  # fmt: skip
+
+
 def unwrap_id(video_id: str) -> str:
     """The upstream id of a LiteLLM-wrapped id; any other id as it is.
 

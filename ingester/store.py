@@ -357,8 +357,8 @@ class SqlStore:
         first_seen_before: datetime,
         checked_before: datetime,
         limit: int,
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Open jobs first seen before, and not re-read since, the times given: (id, raw)."""
+    ) -> list[str]:
+        """Open jobs first seen before, and not re-read since, the times given."""
         with self._tx("reading stale jobs") as conn:
             where = _open(conn, source, terminal)
             if where is None:
@@ -368,9 +368,14 @@ class SqlStore:
                 _jobs.first_seen_at <= first_seen_before,
                 sa.or_(_jobs.last_checked_at.is_(None), _jobs.last_checked_at <= checked_before),
             ]
-            query = sa.select(_jobs.id, _jobs.raw).where(*where)
-            rows = conn.execute(query.order_by(_jobs.created_at, _jobs.id).limit(limit)).all()
-            return [(vid, raw if isinstance(raw, dict) else {}) for vid, raw in rows]
+            query = sa.select(_jobs.id).where(*where).order_by(_jobs.created_at, _jobs.id)
+            return list(conn.execute(query.limit(limit)).scalars())
+
+    def raw_objects(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The mirrored `raw` of each of `ids` that is in the mirror."""
+        with self._tx("reading jobs") as conn:
+            rows = conn.execute(sa.select(_jobs.id, _jobs.raw).where(_jobs.id.in_(ids))).all()
+        return {vid: raw for vid, raw in rows if isinstance(raw, dict)}
 
     def count_open(self, source: str, terminal: tuple[str, ...]) -> int:
         """How many jobs of `source` are open and not missing (read over the status index)."""

@@ -23,11 +23,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from .config import SourceSettings
-from .diff import Statuses, Watermark, merged
+from .diff import Statuses, Watermark
 from .errors import CursorRejectedError, PagingError
 from .paging import Chain, Problem, ReadAhead
-from .protocols import ErrorBuffer, ErrorEvent, PageSource, SourceState, Store
-from .records import InvalidItem, VideoRecord, parse_items, parse_video
+from .protocols import ErrorBuffer, ErrorEvent, Page, PageSource, SourceState, Store
+from .records import parse_items
 from .runs import PassResult, Recorder, Run
 from .scan import Scanner
 from .writer import PageWriter
@@ -235,29 +235,23 @@ class Syncer:
     def _refresh(self, run: Run, first_seen_before: datetime, checked_before: datetime) -> None:
         """Re-read by id the open jobs first seen and last read before the times given."""
         while not self._stop(run):
-            jobs = self.store.open_jobs(self.settings.name, self.settings.terminal_statuses,
-                                        first_seen_before, checked_before, STALE_BATCH)  # fmt: skip
-            if not jobs:
+            ids = self.store.open_jobs(self.settings.name, self.settings.terminal_statuses,
+                                       first_seen_before, checked_before, STALE_BATCH)  # fmt: skip
+            if not ids:
                 return
             run.open_jobs = True
-            records: list[VideoRecord] = []
-            gone: list[str] = []
-            for vid, mirrored in jobs:
+            found, gone = [], []
+            for vid in ids:
                 # by the upstream id: a gateway answers it, while some wrapped forms it cannot
                 # read back (LiteLLM 1.110.2: a "/" in the id, a ";" in the model)
                 obj = self.source.get_video(vid)
                 if obj is None:
                     gone.append(vid)
-                    continue
-                changed = merged(mirrored, obj)
-                if changed is None:
-                    continue
-                try:
-                    records.append(parse_video(changed))
-                except InvalidItem as exc:
-                    self.errors(ErrorEvent("validate", f"malformed item: {exc}", video_id=vid))
-            write = self.writer.new_write(run, checked=[vid for vid, _ in jobs], gone=gone)
-            self.writer.page(run, records, write, items=0)
+                else:
+                    found.append(obj)
+            records = self.writer.report(Page(found, False, None, None), parse_items(found))
+            write = self.writer.new_write(run, checked=ids, gone=gone)
+            self.writer.page(run, records, write, items=0, by_value=True)
             self.writer.flush()  # the next query must see these
 
     def _stop(self, run: Run) -> bool:

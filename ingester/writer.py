@@ -9,18 +9,19 @@ of a group are diffed in order, each against what the ones before made of their 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from .diff import Statuses, Watermark, diff
+from .diff import Statuses, Watermark, diff, merged
 from .errors import LeaseBusyError, StoreError
 from .protocols import ErrorBuffer, ErrorEvent, JobSnapshot, Page, PageWrite, Store
-from .records import ParsedPage, VideoRecord, clean
+from .records import DOCUMENTED, InvalidItem, ParsedPage, VideoRecord, clean, parse_video
 from .runs import Recorder, Run
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class _Staged:
     touch: bool
     skipped: list[bool] | None
     end: str | None  # the page's own cursor, when the watermark may pass the whole page
+    by_value: bool = False  # answers by id: compared with the mirror value by value
     holds: list[bool] = field(default_factory=list)
 
 
@@ -98,6 +100,7 @@ class PageWriter:
         touch: bool = False,
         skip: Callable[[VideoRecord], bool] | None = None,
         end: str | None = None,
+        by_value: bool = False,
     ) -> list[bool]:
         """Stage a page of `records`, to be diffed into `write` when its group commits.
 
@@ -105,10 +108,12 @@ class PageWriter:
         `group=1`, else an empty list. `skip`: jobs already written by this pass (the other
         chain of a scan), decided now. `end`: the page's `last_id`; when the watermark passes
         every job of the page, the next pass asks from there (so pages that held no job of
-        this key, on a filtering gateway, are not walked again).
+        this key, on a filtering gateway, are not walked again). `by_value`: answers of
+        `GET /videos/{id}`, which a gateway words differently from its list (another id form,
+        keys left out or added as null): a row changes only when one of their values does.
         """
         skipped = [skip(r) for r in records] if skip is not None else None
-        staged = _Staged(run, records, write, watermark, touch, skipped, end)
+        staged = _Staged(run, records, write, watermark, touch, skipped, end, by_value)
         run.counts.items += items
         self._stage(staged)
         return staged.holds
@@ -134,8 +139,11 @@ class PageWriter:
             return
         ids = list(dict.fromkeys(r.id for s in pending for r in s.records))
         snaps = self.store.snapshots(ids) if ids else {}
+        partial = [r.id for s in pending for r in s.records
+                   if r.id in snaps and (s.by_value or not r.raw.keys() >= DOCUMENTED)]  # fmt: skip
+        mirrored = self.store.raw_objects(partial) if partial else {}
         for staged in pending:
-            self._diff(staged, snaps)
+            self._diff(staged, snaps, mirrored)
         pending[-1].write.errors.extend(self.errors.drain())  # unknown statuses, just reported
         run = pending[-1].run
         for staged in pending:
@@ -147,12 +155,26 @@ class PageWriter:
         if self.on_page is not None:
             self.on_page(run.counts)
 
-    def _diff(self, staged: _Staged, snaps: dict[str, JobSnapshot]) -> None:
-        """Diff one staged page; `snaps` then holds what it makes of its jobs."""
+    def _diff(
+        self, staged: _Staged, snaps: dict[str, JobSnapshot], mirrored: dict[str, dict[str, Any]]
+    ) -> None:
+        """Diff one staged page; `snaps` then holds what it makes of its jobs.
+
+        A partial answer (`mirrored` holds the job's stored object) is laid over what the
+        mirror holds: absent keys keep their values, and if no value changed nothing does.
+        """
         write, watermark = staged.write, staged.watermark
         stale_before = write.now - timedelta(seconds=self.stale_after_s)
         for i, rec in enumerate(staged.records):
             snap = snaps.get(rec.id)
+            base = mirrored.get(rec.id)
+            if base is not None and snap is not None:
+                full = merged(base, rec.raw)
+                if full is None:  # no value changed: the row as it is
+                    rec = replace(rec, content_hash=snap.content_hash)
+                else:
+                    with contextlib.suppress(InvalidItem):  # (valid alone, it stays valid)
+                        rec = parse_video(full)
             if staged.skipped is None or not staged.skipped[i]:
                 after = diff(rec, snap, write, staged.touch)
                 if after is not None:

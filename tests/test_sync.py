@@ -388,3 +388,19 @@ def test_cursors_longer_than_an_id_are_followed_and_kept(engine: Engine) -> None
 
 def state_row(engine: Engine) -> Any:
     return rows(engine, sa.select(sync_state))[0]
+
+
+def test_a_list_item_without_a_field_keeps_the_mirrored_value(engine: Engine) -> None:
+    """A partial answer in the list erases nothing, and changes the row only by its values."""
+    src = ListSource([job(0, "in_progress"), job(1)])
+    syncer = make(src, engine)
+    syncer.sync()
+    for item in src.jobs:
+        del item["prompt"]  # a gateway that leaves it out of its list
+    assert syncer.sync().counts.updated == 0
+    src.find("video_000000").update(status="completed", progress=100)
+    result = syncer.sync()
+    assert (result.counts.updated, result.counts.transitions) == (1, 1)
+    row = jobs_by_id(engine)["video_000000"]
+    assert row.status == "completed" and row.prompt == "prompt 0"
+    assert row.raw["prompt"] == "prompt 0" and row.raw["status"] == "completed"
