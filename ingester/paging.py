@@ -39,6 +39,11 @@ class Problem:
     kind: ProblemKind
     message: str
 
+    @property
+    def reason(self) -> str:
+        """Why the source is read in head-only mode, in plain words."""
+        return f"this gateway ignores pagination ({self.message})"
+
 
 @dataclass
 class Chain:

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from .records import VideoRecord
 
 Order = Literal["asc", "desc"]
+HEAD_ONLY = "head-only"  # `sync_state.list_mode` of a source whose list cannot be paged
 Stage = Literal["http", "decode", "validate", "store"]
 
 

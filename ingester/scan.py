@@ -17,29 +17,19 @@ in head-only mode from then on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .config import SourceSettings
 from .diff import Watermark, span
 from .meeting import Edge, met
 from .paging import Chain, Problem, ReadAhead
-from .protocols import ErrorEvent, Order, PageSource, ScanStart, SourceState, Store
+from .protocols import HEAD_ONLY, ErrorEvent, Order, PageSource, ScanStart, SourceState, Store
 from .records import VideoRecord
 from .runs import Run
 from .writer import PageWriter
 
 GROUP_PAGES = 16  # pages per transaction: on SQLite a commit costs about as much as a page
 READ_AHEAD = 8  # pages each chain keeps fetched ahead, so a group's commit stalls no request
-HEAD_ONLY = "head-only"
-
-
-@dataclass
-class Outcome:
-    """How a scan ended: complete, stopped (resumable), or refused with a problem."""
-
-    complete: bool = False
-    problem: str | None = None
 
 
 class Scanner:
@@ -64,8 +54,8 @@ class Scanner:
         self.clock = clock
         self.stop = stop
 
-    def scan(self, run: Run, since: datetime | None, until: datetime | None) -> Outcome | None:
-        """Scan (or resume scanning) the list; None when stopped before the end."""
+    def scan(self, run: Run, since: datetime | None, until: datetime | None) -> str | None:
+        """Scan (or resume scanning) the list; why it cannot be complete, if it cannot."""
         name = self.settings.name
         state = self.store.begin_scan(name, ScanStart(run.kind, run.run_id, self.clock(),
                                                       since, until))  # fmt: skip
@@ -78,7 +68,7 @@ class Scanner:
             raise
         self.writer.flush()
         if problem is not None:
-            return self._refuse(run, problem)
+            return self._refuse(run, problem, state.list_mode)
         if run.stopped:
             return None
         if since is None and until is None:
@@ -91,7 +81,7 @@ class Scanner:
             self.store.set_list_mode(name, None, None, self.clock())
             self.writer.errors(ErrorEvent("http", "a complete scan verified every page: "
                                           "leaving head-only mode"))  # fmt: skip
-        return Outcome(complete=True)
+        return None
 
     def _walk(
         self, run: Run, state: SourceState, since: datetime | None, until: datetime | None
@@ -159,20 +149,19 @@ class Scanner:
                     return None
         return None
 
-    def _refuse(self, run: Run, problem: Problem) -> Outcome:
+    def _refuse(self, run: Run, problem: Problem, mode: str | None) -> str:
         """A page proved nothing: drop the checkpoint, mark nothing, say so once."""
         name = self.settings.name
         self.store.abandon_scan(name)
-        reason = f"this gateway ignores pagination ({problem.message})"
-        state = self.store.load_state(name)
-        if state.list_mode != HEAD_ONLY:
+        reason = problem.reason
+        if mode != HEAD_ONLY:
             self.store.set_list_mode(name, HEAD_ONLY, reason, self.clock())
             self.writer.errors(ErrorEvent("http", f"{reason}; head-only mode from now on"))
         run.head_only = reason
-        return Outcome(
-            problem=f"{reason}: a full scan cannot be proven complete, so nothing was marked "
-            "missing (the jobs read were kept); `ingester sync` keeps the newest jobs and every "
-            "open job current in head-only mode"
+        return (
+            f"{reason}: a full scan cannot be proven complete, so nothing was marked missing "
+            "(the jobs read were kept); `ingester sync` keeps the newest jobs and every open job "
+            "current in head-only mode"
         )
 
 

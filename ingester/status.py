@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from .database import translated
 from .models import sync_errors, sync_runs, sync_state, video_jobs
+from .protocols import HEAD_ONLY
 
 
 def collect(
@@ -79,7 +80,7 @@ def render(report: dict[str, Any]) -> str:
             f" {st['last_success_at'] or 'never'}, last full scan"
             f" {st['last_full_scan_at'] or 'never'}, lease {lease}"
         )
-        if st.get("list_mode") == "head-only":
+        if st.get("list_mode") == HEAD_ONLY:
             lines.append(
                 f"  mode: head-only since {st['list_mode_since']}: {st['list_mode_reason']};"
                 " each pass reads the newest jobs and re-reads open ones by id, no full scan is"

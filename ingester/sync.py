@@ -26,14 +26,13 @@ from .config import SourceSettings
 from .diff import Statuses, Watermark
 from .errors import CursorRejectedError, PagingError
 from .paging import Chain, Problem, ReadAhead
-from .protocols import ErrorBuffer, ErrorEvent, Page, PageSource, SourceState, Store
+from .protocols import HEAD_ONLY, ErrorBuffer, ErrorEvent, Page, PageSource, SourceState, Store
 from .records import parse_items
 from .runs import PassResult, Recorder, Run
 from .scan import Scanner
 from .writer import PageWriter
 
 STALE_BATCH = 100
-HEAD_ONLY = "head-only"
 
 
 def utcnow() -> datetime:
@@ -204,8 +203,7 @@ class Syncer:
         run.open_jobs = run.open_jobs or any(holds)
         n = len(page.items)
         if problem is not None:
-            reason = (f"this gateway ignores pagination ({problem.message}): only its newest "
-                      f"{n} jobs are visible")  # fmt: skip
+            reason = f"{problem.reason}: only its newest {n} jobs are visible"
             run.head_only = reason
             self.errors(ErrorEvent("http", f"{reason}; head-only mode from now on: each pass "
                                    "reads the head and re-reads open jobs by id, and no scan "
@@ -262,9 +260,9 @@ class Syncer:
     # --- full scan ---------------------------------------------------------------------------
 
     def _scan(self, run: Run, since: datetime | None, until: datetime | None) -> None:
-        outcome = self.scanner.scan(run, since, until)
-        if outcome is not None and outcome.problem is not None:
-            raise PagingError(outcome.problem)
+        refused = self.scanner.scan(run, since, until)
+        if refused is not None:
+            raise PagingError(refused)
 
 
 def _second(ts: datetime | None) -> datetime | None:
