@@ -72,7 +72,7 @@ def build_syncer(
 
     def client() -> VideosClient:
         return VideosClient(
-            source, on_error=errors, sleep=sleep, budget=budget, on_response=on_response,
+            source, on_error=errors, budget=budget, on_response=on_response,
             max_body_bytes=max_body_bytes,
         )  # fmt: skip
 
